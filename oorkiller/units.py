@@ -27,8 +27,8 @@ _BINARY_STEPS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 # One number, optionally with a fraction, then an optional unit.
-_NUMBER_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z%/]*)")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_NUMBER_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z%/]*)", re.ASCII)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 
 # Anything larger than this is a typo, not a machine (1 EiB).
 _MAX_BYTES = 1 << 60
@@ -116,7 +116,7 @@ def parse_duration(text: str | int | float) -> float:
     raw = _text_of(text, "duration")
     if raw.startswith("-"):
         raise ValueError(f"a duration cannot be negative: {raw!r}")
-    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw, re.ASCII):
         return float(raw)
     parts = _DURATION_PART.findall(raw)
     if not parts or "".join(n + u for n, u in parts) != raw:
