@@ -82,8 +82,8 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Levels:
-    term: Size = Size(10, True)
-    kill: Size = Size(5, True)
+    term: Size = Size(10.0, True)
+    kill: Size = Size(5.0, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +124,14 @@ class CpuConfig:
 
 @dataclass(frozen=True, slots=True)
 class DiskLevels:
-    clean: Size = Size(10, True)
-    kill: Size = Size(3, True)
+    clean: Size = Size(10.0, True)
+    kill: Size = Size(3.0, True)
 
 
 @dataclass(frozen=True, slots=True)
 class Until:
-    free: Size = Size(15, True)
-    inodes_free: Size = Size(15, True)
+    free: Size = Size(15.0, True)
+    inodes_free: Size = Size(15.0, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,12 +403,13 @@ def _absolute_path(r: _Reader, node: yaml.Node, path: str, default: Any = None) 
         return r.bad(node, f"{path}: must not contain '..', got {_shown(node)}")
     if "\0" in value:
         return r.bad(node, f"{path}: must not contain a NUL character")
-    return posixpath.normpath(value)
+    # Linux reads a leading "//" as "/", and so do we, so two spellings of a path compare equal.
+    return posixpath.normpath("/" + value.lstrip("/"))
 
 
 def _cleanup_dir(r: _Reader, node: yaml.Node, path: str, default: Any = None) -> Any:
     value = _absolute_path(r, node, path)
-    if value in ("/", "//"):  # normpath keeps a leading "//"
+    if value == "/":
         return r.bad(node, f"{path}: cleanup of the whole file system '/' is refused")
     return value
 
@@ -751,34 +752,48 @@ def _load_text(text: str, filename: str, fill_lists: bool) -> Config:
 
 def _read_checked(path: str, check_owner: bool) -> str:
     """The file's text, after refusing a file that anyone but root can change."""
-    def refuse(message: str, line: int = 0) -> ConfigError:
-        return ConfigError([Problem(path, line, message)])
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as err:
-        raise refuse(f"cannot open: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
+        raise _refusal(path, f"cannot open: {err.strerror}") from None
+    try:
         # fstat the open file, not the path, so a file swapped in between is not missed.
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse("not a regular file")
-        if check_owner and info.st_uid != 0:
-            raise refuse(f"refused: owned by uid {info.st_uid}, not root "
-                         "(whoever can change this file decides what a root daemon kills)")
-        if check_owner and info.st_mode & 0o022:
-            raise refuse(f"refused: writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                         "chmod go-w it")
-        try:
-            data = file.read(MAX_FILE_BYTES + 1)
-        except OSError as err:
-            raise refuse(f"cannot read: {err.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise refuse(f"too large (over {MAX_FILE_BYTES} bytes) for a configuration file")
+        _check_safe(path, os.fstat(fd), check_owner)
+        data = _read_all(path, fd)
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise refuse("not UTF-8 text", data.count(b"\n", 0, err.start) + 1) from None
+        raise _refusal(path, "not UTF-8 text", data.count(b"\n", 0, err.start) + 1) from None
+
+
+def _refusal(path: str, message: str, line: int = 0) -> ConfigError:
+    return ConfigError([Problem(path, line, message)])
+
+
+def _check_safe(path: str, info: os.stat_result, check_owner: bool) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise _refusal(path, "not a regular file")
+    if check_owner and info.st_uid != 0:
+        raise _refusal(path, f"refused: owned by uid {info.st_uid}, not root "
+                             "(whoever can change this file decides what a root daemon kills)")
+    if check_owner and info.st_mode & 0o022:
+        raise _refusal(path, f"refused: writable by group or others "
+                             f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod go-w it")
+
+
+def _read_all(path: str, fd: int) -> bytes:
+    chunks, size = [], 0
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise _refusal(path, f"too large (over {MAX_FILE_BYTES} bytes) for a configuration file")
+    except OSError as err:
+        raise _refusal(path, f"cannot read: {err.strerror}") from None
+    return b"".join(chunks)
 
 
 def load_config(path: str | os.PathLike, check_owner: bool = True) -> Config:
