@@ -746,6 +746,8 @@ def _load_text(text: str, filename: str, fill_lists: bool) -> Config:
         return _parse(text, filename, fill_lists)
     except ConfigError:
         raise
+    except RecursionError:
+        raise ConfigError([Problem(filename, 0, "the document is nested too deeply")]) from None
     except Exception as err:  # noqa: BLE001 - the promise is: never a traceback
         raise ConfigError([Problem(filename, 0, f"cannot load: {type(err).__name__}: {err}")]) from None
 

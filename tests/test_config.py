@@ -292,6 +292,10 @@ def test_a_self_referencing_document_is_a_clean_error_not_a_hang():
     assert found and all(line == 1 for line, _ in found)
 
 
+def test_a_deeply_nested_document_is_a_clean_error():
+    assert only_problem("[" * 5000) == (0, "the document is nested too deeply")
+
+
 # ---------------------------------------------------------------- fuzzing
 
 
