@@ -51,7 +51,8 @@ class _Slot:
     """One open file of /dev/kmsg and the times of its recent writes."""
 
     def __init__(self, path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # O_APPEND means nothing to /dev/kmsg; it lets tests use a plain file.
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.writes = collections.deque()
 
     def budget_left(self, now, limit):
