@@ -1,0 +1,43 @@
+"""cffi (API mode) build of oorkiller._kernel: the kernel calls Python lacks.
+
+- mlockall / munlockall, with the MCL_* flags, so the daemon is never paged out.
+- process_mrelease(pidfd, flags): Linux 5.15+ syscall 448, which frees a
+  SIGKILLed process's memory at once instead of when its last thread exits.
+  Where the C library or kernel lacks it, it returns -1 with errno ENOSYS.
+
+Errors come back C style: -1 and `ffi.errno`. oorkiller/kernel.py wraps them.
+"""
+from cffi import FFI
+
+ffibuilder = FFI()
+
+ffibuilder.cdef("""
+    #define MCL_CURRENT ...
+    #define MCL_FUTURE ...
+    #define MCL_ONFAULT ...
+    int mlockall(int flags);
+    int munlockall(void);
+    int process_mrelease(int pidfd, unsigned int flags);
+""")
+
+ffibuilder.set_source("oorkiller._kernel", r"""
+    #include <errno.h>
+    #include <sys/mman.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+
+    #ifndef MCL_ONFAULT
+    #define MCL_ONFAULT 4
+    #endif
+    #ifndef __NR_process_mrelease
+    #define __NR_process_mrelease 448  /* the same number on every architecture */
+    #endif
+
+    static int process_mrelease(int pidfd, unsigned int flags)
+    {
+        return (int)syscall(__NR_process_mrelease, pidfd, flags);
+    }
+""")
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
