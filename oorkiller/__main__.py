@@ -1,0 +1,3 @@
+from oorkiller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""The command line of SPEC §2: run, check-config, candidates, status, events,
+print-default-config. Exit codes: 0 fine, 2 bad config or usage, 1 fatal."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from oorkiller import __version__
+from oorkiller.config import ConfigError, check_file, default_config, default_config_text, load_config
+
+SYSTEM_CONFIG = "/etc/oorkiller/oorkiller.yaml"
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+
+
+# ---------------------------------------------------------------- config
+def resolve_config(path: str | None):
+    """(-c FILE) or /etc/oorkiller/oorkiller.yaml or the embedded default."""
+    if path is None and os.path.exists(SYSTEM_CONFIG):
+        path = SYSTEM_CONFIG
+    if path is None:
+        return default_config(), None
+    return load_config(path), path
+
+
+def make_writer(config, to_kmsg: bool | None = None):
+    from oorkiller.kmsg import RecordWriter
+    kmsg = config.log.kmsg if to_kmsg is None else to_kmsg
+    return RecordWriter(kmsg=kmsg, stderr=config.log.stderr)
+
+
+# ---------------------------------------------------------------- commands
+def cmd_run(args) -> int:
+    from oorkiller.daemon import Daemon
+    config, path = resolve_config(args.config)
+    writer = make_writer(config)
+    try:
+        return Daemon(config, writer, config_path=path, dry_run=args.dry_run).run()
+    finally:
+        writer.close()
+
+
+def cmd_check_config(args) -> int:
+    problems = check_file(args.file)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print(f"{args.file}: ok")
+    return EXIT_CONFIG if problems else EXIT_OK
+
+
+def cmd_print_default_config(_args) -> int:
+    sys.stdout.write(default_config_text())
+    return EXIT_OK
+
+
+def cmd_events(args) -> int:
+    from oorkiller import events
+    return events.run_from_args(args)
+
+
+class _NullWriter:
+    def emit(self, *_a, **_k):
+        pass
+
+    def close(self):
+        pass
+
+
+def _quiet_context(config):
+    """A context whose monitors read and rank but can never act."""
+    from oorkiller.actions import Executor
+    from oorkiller.monitors.base import Context
+    from oorkiller.rules import RuleSet
+    writer = _NullWriter()
+    return Context(config=config, writer=writer, executor=Executor(writer),
+                   rules=RuleSet(config), dry_run=True)
+
+
+def _build_monitor(section: str, config):
+    from oorkiller.daemon import raise_fd_limit
+    from oorkiller.monitors import monitor_class
+    raise_fd_limit()
+    cls = monitor_class(section)
+    return None if cls is None else cls(_quiet_context(config))
+
+
+def cmd_candidates(args) -> int:
+    config, _ = resolve_config(args.config)
+    section = args.resource
+    monitor = _build_monitor(section, config)
+    if monitor is None:
+        print(f"oorkiller: the {section} shield is not available in this build", file=sys.stderr)
+        return EXIT_FATAL
+    result = monitor.candidates(args.top)
+    result = {"resource": section, **result}
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=None))
+    else:
+        from oorkiller.display import print_candidates
+        print_candidates(result, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from oorkiller.monitors import enabled_sections
+    config, _ = resolve_config(args.config)
+    rows = []
+    for section in enabled_sections(config):
+        try:
+            monitor = _build_monitor(section, config)
+            if monitor is None:
+                rows.append({"resource": section, "state": "unavailable"})
+                continue
+            rows.extend(_as_list(monitor.status()))
+        except Exception as err:   # one broken reading must not hide the others
+            rows.append({"resource": section, "state": "error", "reason": f"{type(err).__name__}: {err}"})
+    if args.json:
+        print(json.dumps(_jsonable({"time": time.time(), "resources": rows})))
+    else:
+        from oorkiller.display import print_status
+        print_status(rows, sys.stdout)
+    return EXIT_OK
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oorkiller", description="Out Of Resource killer")
+    parser.add_argument("--version", action="version", version=f"oorkiller {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("-c", "--config")
+    run.add_argument("--dry-run", action="store_true", help="decide and log everything, act on nothing")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    cand = sub.add_parser("candidates", help="rank the processes that would be chosen now")
+    cand.add_argument("-c", "--config")
+    cand.add_argument("--resource", choices=["memory", "cpu", "io"], default="memory")
+    cand.add_argument("--top", type=int, default=10)
+    cand.add_argument("--json", action="store_true")
+    cand.set_defaults(func=cmd_candidates)
+
+    status = sub.add_parser("status", help="one line per watched resource")
+    status.add_argument("-c", "--config")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="read this program's records from the kernel log")
+    from oorkiller import events as events_module
+    events_module.add_arguments(events)
+    events.set_defaults(func=cmd_events)
+
+    default = sub.add_parser("print-default-config", help="print the embedded default configuration")
+    default.set_defaults(func=cmd_print_default_config)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as err:
+        print(f"oorkiller: fatal: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FATAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

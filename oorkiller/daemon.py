@@ -1,0 +1,218 @@
+"""The daemon: one thread per monitor, an executor for actions, signals, reload.
+
+Start-up order matters: everything is imported and built first, then the
+process hardens itself (gc.freeze, small thread stacks, mlockall, oom_score_adj
+−1000, nice) and only then starts its threads, so the locked memory is small
+and nothing is paged in on the way to a kill.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import signal
+import threading
+import time
+
+from oorkiller import __version__, kernel
+from oorkiller.actions import Executor
+from oorkiller.config import ConfigError, load_config
+from oorkiller.monitors import enabled_sections, monitor_class
+from oorkiller.monitors.base import Context
+from oorkiller.rules import RuleSet
+
+THREAD_STACK = 256 << 10     # with mlockall(MCL_FUTURE) every stack is locked whole
+ERROR_REPEAT = 60.0          # the same monitor error is recorded at most this often
+STOP_GRACE = 0.8             # SIGTERM must stop the daemon within 1 s
+
+
+def raise_fd_limit() -> int:
+    """Held per-process fds need tens of thousands of descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = int(f.read())
+    except (OSError, ValueError):
+        ceiling = hard
+    for wanted in (max(ceiling, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+class MonitorThread:
+    """Runs one monitor's step loop until stopped."""
+
+    def __init__(self, monitor, writer, stopping: threading.Event):
+        self.monitor = monitor
+        self.writer = writer
+        self.stopping = stopping
+        self.last_error = ("", 0.0)
+        self.thread = threading.Thread(target=self._loop, name=f"mon-{monitor.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        monitor = self.monitor
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            try:
+                sleep = monitor.step(now)
+            except Exception as err:   # a reading error must not end the watch
+                self._record_error(err, now)
+                sleep = monitor.interval
+            monitor.last_step = time.monotonic()
+            monitor.wake.wait(max(sleep, 0.0))
+            monitor.wake.clear()
+
+    def _record_error(self, err: Exception, now: float) -> None:
+        text = f"{type(err).__name__}: {err}"
+        last_text, last_at = self.last_error
+        if text == last_text and now - last_at < ERROR_REPEAT:
+            return
+        self.last_error = (text, now)
+        self.writer.emit("error", "err", resource=self.monitor.name, reason=text)
+
+    def stop(self) -> None:
+        self.monitor.wake.set()
+
+
+class Daemon:
+    def __init__(self, config, writer, config_path: str | None = None,
+                 dry_run: bool = False, proc_root: str = "/proc", sys_root: str = "/sys"):
+        self.config = config
+        self.writer = writer
+        self.config_path = config_path
+        self.force_dry_run = dry_run
+        self.proc_root = proc_root
+        self.sys_root = sys_root
+        self.executor = Executor(writer)
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.threads: list[MonitorThread] = []
+        self.monitor_stop = threading.Event()
+
+    @property
+    def dry_run(self) -> bool:
+        return self.force_dry_run or self.config.dry_run
+
+    # ------------------------------------------------------------- building
+    def context(self) -> Context:
+        return Context(config=self.config, writer=self.writer, executor=self.executor,
+                       rules=RuleSet(self.config), dry_run=self.dry_run,
+                       proc_root=self.proc_root, sys_root=self.sys_root)
+
+    def build_monitors(self) -> list:
+        context, monitors = self.context(), []
+        for section in enabled_sections(self.config):
+            cls = monitor_class(section)
+            if cls is None:
+                self.writer.emit("error", "err", resource=section,
+                                 reason="this shield is not available in this build")
+                continue
+            try:
+                monitors.append(cls(context))
+            except Exception as err:
+                self.writer.emit("error", "err", resource=section,
+                                 reason=f"cannot start: {type(err).__name__}: {err}")
+        return monitors
+
+    def start_monitors(self) -> None:
+        self.monitor_stop = threading.Event()
+        self.threads = [MonitorThread(m, self.writer, self.monitor_stop) for m in self.build_monitors()]
+        for t in self.threads:
+            t.start()
+
+    def stop_monitors(self) -> None:
+        self.monitor_stop.set()
+        for t in self.threads:
+            t.stop()
+        deadline = time.monotonic() + STOP_GRACE
+        for t in self.threads:
+            t.thread.join(max(0.0, deadline - time.monotonic()))
+        for t in self.threads:
+            if not t.thread.is_alive():
+                t.monitor.close()
+        self.threads = []
+
+    # ------------------------------------------------------------- hygiene
+    def harden(self) -> dict:
+        """Protect the daemon itself; returns what was achieved, for the start record."""
+        cfg = self.config.daemon
+        done = {"fds": raise_fd_limit()}
+        threading.stack_size(THREAD_STACK)
+        gc.freeze()
+        done["oom_score_adj"] = cfg.oom_score_adj if _try(kernel.set_oom_score_adj, cfg.oom_score_adj) else "failed"
+        if cfg.nice:
+            done["nice"] = cfg.nice if _try(os.setpriority, os.PRIO_PROCESS, 0, cfg.nice) else "failed"
+        if cfg.lock_memory:
+            done["mlock"] = "yes" if kernel.lock_memory() else "failed"
+        return done
+
+    # ------------------------------------------------------------- running
+    def run(self) -> int:
+        hardening = self.harden()
+        features = kernel.features(self.proc_root)
+        self.install_signals()
+        self.start_monitors()
+        self.writer.emit("start", "info", version=__version__, config=self.config.source,
+                         monitors=",".join(t.monitor.name for t in self.threads) or "none",
+                         dry_run="yes" if self.dry_run else "no",
+                         **_flat(features), **hardening)
+        while not self.stopping.is_set():
+            self.stopping.wait(0.5)
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+        self.stop_monitors()
+        self.executor.stop()
+        self.writer.emit("stop", "info", reason=self.stop_reason)
+        return 0
+
+    def install_signals(self) -> None:
+        self.stop_reason = "signal"
+
+        def on_stop(signum, _frame):
+            self.stop_reason = signal.Signals(signum).name
+            self.stopping.set()
+
+        def on_hup(_signum, _frame):
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def reload(self) -> None:
+        """SIGHUP: a valid file replaces the configuration whole; a bad one is refused."""
+        if self.config_path is None:
+            self.writer.emit("reload", "info", config="embedded default", result="unchanged")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as err:
+            self.writer.emit("error", "err", config=self.config_path,
+                             reason=f"reload refused, running configuration kept: {err}")
+            return
+        self.stop_monitors()
+        self.config = new
+        self.start_monitors()
+        self.writer.emit("reload", "info", config=self.config_path,
+                         monitors=",".join(t.monitor.name for t in self.threads) or "none",
+                         dry_run="yes" if self.dry_run else "no")
+
+
+def _try(fn, *args) -> bool:
+    try:
+        result = fn(*args)
+    except OSError:
+        return False
+    return result is not False
+
+
+def _flat(features: dict) -> dict:
+    return {k: ("yes" if v is True else "no" if v is False else v) for k, v in features.items()}

@@ -1,0 +1,56 @@
+"""Human-readable tables for `status` and `candidates` (the --json forms are raw)."""
+from __future__ import annotations
+
+from oorkiller.units import format_size
+
+SIZE_KEYS = {"available", "total", "term_level", "kill_level", "swap_total", "swap_free",
+             "rss", "free", "free_level", "clean_level", "reclaim"}
+
+
+def printable(raw: bytes) -> str:
+    """A process-controlled name made safe for a terminal: no escapes, no newlines."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _cell(key: str, value) -> str:
+    if isinstance(value, bytes):
+        return printable(value)
+    if key in SIZE_KEYS and isinstance(value, int):
+        return format_size(value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def table(rows: list[list[str]], out) -> None:
+    """Left-aligned columns, widths from the widest cell."""
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+
+
+def print_candidates(result: dict, out) -> None:
+    ranked = result.get("ranked", [])
+    out.write(f"{result['resource']}: {len(ranked)} candidate(s), best first\n")
+    if ranked:
+        keys = [k for k in ranked[0].keys()]
+        rows = [[k.upper() for k in keys]]
+        rows += [[_cell(k, row.get(k, "")) for k in keys] for row in ranked]
+        table(rows, out)
+    excluded = result.get("excluded", [])
+    if excluded:
+        out.write(f"\nexcluded ({len(excluded)}):\n")
+        rows = [["PID", "NAME", "WHY"]]
+        rows += [[str(e["pid"]), _cell("name", e["name"]), e["reason"]] for e in excluded]
+        table(rows, out)
+
+
+def print_status(rows: list[dict], out) -> None:
+    for row in rows:
+        resource = row.get("resource", "?")
+        state = row.get("state", "?")
+        parts = [f"{k}={_cell(k, v)}" for k, v in row.items() if k not in ("resource", "state")]
+        out.write(f"{resource:<8} {state:<7} " + " ".join(parts) + "\n")

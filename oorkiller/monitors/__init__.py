@@ -1,0 +1,41 @@
+"""One monitor per resource. `MONITORS` maps a config section to its class;
+a shield is registered here and nowhere else."""
+from __future__ import annotations
+
+import importlib
+
+# section name -> "module:Class"; imported lazily so a broken shield cannot
+# stop the others from loading.
+MONITORS = {
+    "memory": "oorkiller.monitors.memory:MemoryMonitor",
+    "cpu": "oorkiller.monitors.cpu:CpuMonitor",
+    "disks": "oorkiller.monitors.disk:DiskMonitor",
+    "io": "oorkiller.monitors.io:IoMonitor",
+    "network": "oorkiller.monitors.network:NetworkMonitor",
+}
+
+
+def monitor_class(section: str):
+    module_name, _, class_name = MONITORS[section].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            return None            # this shield is not built yet
+        raise
+    return getattr(module, class_name)
+
+
+def enabled_sections(config) -> list[str]:
+    sections = []
+    if config.memory.enabled:
+        sections.append("memory")
+    if config.cpu.enabled:
+        sections.append("cpu")
+    if config.disks:
+        sections.append("disks")
+    if config.io.enabled:
+        sections.append("io")
+    if config.network.duplicate_mac.enabled:
+        sections.append("network")
+    return sections

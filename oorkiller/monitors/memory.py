@@ -1,0 +1,303 @@
+"""The memory shield: MemAvailable (and swap, and optionally PSI) against levels.
+
+Polling adapts to the headroom: the sleep is the time the fastest plausible
+hog (WORST_FILL_RATE) would need to eat the headroom above the next level, so
+the daemon idles at `interval` on a healthy machine and reads every few
+milliseconds when memory is about to run out. While memory is near the levels
+the ranking is kept warm (refreshed at most every WARM_REFRESH seconds), so a
+crossing is answered with a signal, not with a scan of the process table.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from oorkiller import victims
+from oorkiller._proctable import ProcTable
+from oorkiller._readers import HeldFile, parse_meminfo, parse_psi
+from oorkiller.actions import Action, take_targets
+from oorkiller.monitors.base import Monitor
+from oorkiller.rules import cgroup_path
+from oorkiller.units import format_size
+
+WORST_FILL_RATE = 8 << 30   # bytes/s: faster than a hog touching pages can go here
+MIN_SLEEP = 0.002           # never poll more often than this
+WARM_ZONE = 4.0             # keep the ranking warm within this many intervals of term
+WARM_REFRESH = 0.1          # seconds between warm re-rankings
+RANK_DEPTH = 16             # candidates examined in detail per choice
+
+SEVERITY = {None: 0, "term": 1, "kill": 2}
+
+
+def below(value: int, term: int, kill: int) -> str | None:
+    if value < kill:
+        return "kill"
+    if value < term:
+        return "term"
+    return None
+
+
+def describe_level(size, resolved: int) -> str:
+    return str(size) if size.percent else format_size(resolved)
+
+
+def describe_value(value: int, total: int, size) -> str:
+    if size.percent and total:
+        return f"{value * 100 / total:.1f}%"
+    return format_size(value)
+
+
+class MemoryMonitor(Monitor):
+    name = "memory"
+
+    def __init__(self, context):
+        super().__init__(context)
+        root = context.proc_root
+        self.meminfo_file = HeldFile(f"{root}/meminfo")
+        self.psi_file = self._open_psi(root)
+        self.table = ProcTable(root, context.self_pid)
+        self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+        self.reading = None                   # last MemInfo
+        self.severity = None
+        self.reason = ""
+        self.pressure_since = None            # when PSI first exceeded its level
+        self.warm_at = 0.0                    # when the warm ranking was made
+        self.warm: list = []                  # ranked Procs, best first
+        self.last_available = None
+        self.last_read_at = None
+        self.action = None                    # our action under way, if any
+        self._refresh_table()
+
+    @property
+    def cfg(self):
+        return self.context.config.memory
+
+    @property
+    def interval(self) -> float:
+        return self.cfg.interval
+
+    def _open_psi(self, root):
+        if self.context.config.memory.pressure.full_avg10 <= 0:
+            return None
+        try:
+            return HeldFile(f"{root}/pressure/memory")
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------- reading
+    def read(self):
+        self.reading = parse_meminfo(self.meminfo_file.read())
+        return self.reading
+
+    def levels(self, mem) -> dict:
+        cfg = self.cfg
+        return {
+            "term": cfg.available.term.resolve(mem.total),
+            "kill": cfg.available.kill.resolve(mem.total),
+            "swap_term": cfg.swap_free.term.resolve(mem.swap_total),
+            "swap_kill": cfg.swap_free.kill.resolve(mem.swap_total),
+        }
+
+    def judge(self, mem, now: float) -> tuple[str | None, str]:
+        """(severity, reason): None, 'term' or 'kill'."""
+        cfg, lv = self.cfg, self.levels(mem)
+        severity = below(mem.available, lv["term"], lv["kill"])
+        reason = ""
+        if severity:
+            level = cfg.available.kill if severity == "kill" else cfg.available.term
+            reason = (f"MemAvailable {describe_value(mem.available, mem.total, level)} < "
+                      f"{severity} level {describe_level(level, lv[severity])}")
+        if severity and mem.swap_total > 0:
+            swap_severity = below(mem.swap_free, lv["swap_term"], lv["swap_kill"])
+            if SEVERITY[swap_severity] < SEVERITY[severity]:
+                severity = swap_severity       # both must be short (SPEC §3)
+            if severity:
+                level = cfg.swap_free.kill if severity == "kill" else cfg.swap_free.term
+                reason += (f" and SwapFree {describe_value(mem.swap_free, mem.swap_total, level)}"
+                           f" < {severity} level {describe_level(level, lv['swap_' + severity])}")
+        psi_reason = self._judge_pressure(now)
+        if psi_reason and not severity:
+            return "term", psi_reason
+        return severity, reason
+
+    def _judge_pressure(self, now: float) -> str:
+        if self.psi_file is None:
+            return ""
+        try:
+            full = parse_psi(self.psi_file.read()).full_avg10
+        except OSError:
+            return ""
+        limit = self.cfg.pressure.full_avg10
+        if full < limit:
+            self.pressure_since = None
+            return ""
+        if self.pressure_since is None:
+            self.pressure_since = now
+        if now - self.pressure_since < self.cfg.pressure.for_:
+            return ""
+        return f"memory PSI full avg10 {full:.2f} >= {limit:g} for {self.cfg.pressure.for_:g}s"
+
+    # ------------------------------------------------------------- stepping
+    def step(self, now: float) -> float:
+        mem = self.read()
+        severity, reason = self.judge(mem, now)
+        self.severity, self.reason = severity, reason
+        lv = self.levels(mem)
+        if severity:
+            self._act(mem, lv, severity, reason, now)
+        else:
+            self.state = "ok"
+            if self._near(mem, lv):
+                self._warm_up(now)
+        sleep = self._next_sleep(mem, lv, now)
+        self.last_available, self.last_read_at = mem.available, now
+        return sleep
+
+    def _near(self, mem, lv) -> bool:
+        headroom = mem.available - lv["term"]
+        return headroom < WORST_FILL_RATE * self.interval * WARM_ZONE / 8
+
+    def _next_sleep(self, mem, lv, now: float) -> float:
+        """Time for the fastest plausible hog to reach the next level."""
+        target = lv["kill"] if mem.available < lv["term"] else lv["term"]
+        headroom = max(mem.available - target, 0)
+        rate = WORST_FILL_RATE
+        if self.last_read_at is not None and now > self.last_read_at:
+            observed = (self.last_available - mem.available) / (now - self.last_read_at)
+            rate = max(rate, observed)
+        return min(self.interval, max(MIN_SLEEP, headroom / rate))
+
+    # ------------------------------------------------------------- ranking
+    def _refresh_table(self) -> None:
+        added, _ = self.table.refresh()
+        new = added if isinstance(added, list) else [p for p in self.table.entries() if p.note is None]
+        self.context.rules.apply(self.table, new)
+
+    def _warm_up(self, now: float) -> None:
+        if now - self.warm_at < WARM_REFRESH:
+            return
+        self._rank()
+        self.warm_at = now
+
+    def _rank(self) -> list:
+        self._refresh_table()
+        self.table.sample_memory()
+        self.warm = self.table.rank_memory(RANK_DEPTH)
+        return self.warm
+
+    def cgroup_of(self, proc) -> str:
+        path = self.cgroups.get(proc.serial)
+        if path is None:
+            try:
+                path = cgroup_path(self.table.read_cgroup(proc))
+            except OSError:
+                path = ""
+            self.cgroups[proc.serial] = path
+        return path
+
+    def evaluate(self, ranked, need: int) -> list:
+        """Candidates with score parts, reclaimable bytes and `enough`."""
+        found = []
+        for proc in ranked:
+            try:
+                adj = self.table.read_oom_score_adj(proc)
+                status = self.table.read_status(proc)
+            except OSError:
+                continue                      # vanished since the ranking
+            kernel_points = proc.oom_score * 3 // 2 - 1000
+            reclaim = status.vm_rss + status.vm_swap
+            found.append(victims.Candidate(
+                proc=proc, score=kernel_points + proc.adjust, share=kernel_points - adj,
+                adj=adj, adjust=proc.adjust, work=proc.cpu_ticks, reclaim=reclaim,
+                enough=reclaim >= need))
+        return found
+
+    # ------------------------------------------------------------- acting
+    def _act(self, mem, lv, severity: str, reason: str, now: float) -> None:
+        self.state = "acting"
+        executor = self.context.executor
+        current = executor.busy(self.name)
+        if current is not None:
+            # One victim per shortage: wait for it, but never let a SIGTERM
+            # grace period run on while memory falls through the kill level.
+            if severity == "kill" and current.first_signal == signal.SIGTERM:
+                current.escalate.set()
+            return
+        fresh = self.warm and now - self.warm_at <= 2 * WARM_REFRESH
+        ranked = self.warm if fresh else self._rank()
+        self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
+        need = max(lv["term"] - mem.available, 1)
+        chosen = victims.choose(self.evaluate(ranked, need))
+        if chosen is None:
+            self._nothing_to_kill(reason)
+            return
+        unit = victims.build_unit(self._unit_kind(chosen), chosen.proc, self.table,
+                                  self.context.self_pid, self.cgroup_of)
+        targets = take_targets(self.table, unit.members)
+        if not targets:
+            return                            # all gone already; read again
+        fields = {"user": chosen.proc.uid, "score": chosen.score, "rss": format_size(chosen.reclaim)}
+        if unit.kind != "process":
+            fields.update(unit=unit.kind, group=unit.key, processes=len(targets))
+        if unit.fallback_reason:
+            fields["unit_refused"] = unit.fallback_reason
+        available_at_signal = mem.available
+        action = Action(
+            resource=self.name, targets=targets, reason=reason, fields=fields,
+            first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
+            term_timeout=self.cfg.term_timeout, dry_run=self.context.dry_run,
+            measure=lambda: self._regained(available_at_signal))
+        executor.submit(action)
+
+    def _unit_kind(self, chosen) -> str:
+        kind = self.cfg.kill
+        if kind != "auto":
+            return kind
+        return "process" if chosen.enough else "process_group"
+
+    def _regained(self, available_before: int) -> dict:
+        now = parse_meminfo(self.meminfo_file.read()).available
+        return {"available_before": format_size(available_before),
+                "available_after": format_size(now),
+                "regained": format_size(max(now - available_before, 0))}
+
+    def _nothing_to_kill(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_last_nothing", 0.0) < 10 * self.interval:
+            return                            # say it once per stretch, not per reading
+        self._last_nothing = now
+        self.context.writer.emit("nothing-to-kill", "info", resource=self.name, reason=reason,
+                                 dry_run="yes" if self.context.dry_run else "no")
+
+    # ------------------------------------------------------------- reporting
+    def status(self) -> dict:
+        mem = self.reading or self.read()
+        lv = self.levels(mem)
+        out = {
+            "resource": self.name, "state": self.state,
+            "available": mem.available, "total": mem.total,
+            "available_pct": round(mem.available * 100 / mem.total, 1) if mem.total else 0,
+            "term_level": lv["term"], "kill_level": lv["kill"],
+            "swap_total": mem.swap_total, "swap_free": mem.swap_free,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    def candidates(self, top: int) -> dict:
+        ranked = self.table.rank_memory(max(top, 1)) if self._rank() is not None else []
+        mem = self.read()
+        need = max(self.levels(mem)["term"] - mem.available, 1)
+        rows = []
+        for cand in self.evaluate(ranked, need):
+            rows.append({"pid": cand.pid, "name": cand.proc.comm, "user": cand.proc.uid,
+                         **cand.parts(), "rss": cand.reclaim, "cpu_ticks": cand.work})
+        excluded = [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
+                    for p in self.table.entries() if p.note is not None and not p.note.eligible]
+        return {"ranked": rows[:top], "excluded": excluded}
+
+    def close(self) -> None:
+        self.meminfo_file.close()
+        if self.psi_file is not None:
+            self.psi_file.close()

@@ -1,0 +1,109 @@
+"""Memory-shield scenarios. Each runs as PID 1 of its own PID namespace (see
+sandbox.in_pid_namespace) and returns what it observed; the tests judge."""
+from __future__ import annotations
+
+import os
+import time
+
+from sandbox import MiB, Daemon, base_config, mem_available, reap, victim
+
+
+def memory_section(term: int, kill: int, **extra) -> dict:
+    section = {"enabled": True, "interval": "1s", "term_timeout": "2s",
+               "available": {"term": term, "kill": kill}}
+    section.update(extra)
+    return section
+
+
+def wait_exit(proc, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def records_of(daemon: Daemon) -> list[dict]:
+    return [r for r in daemon.records() if r["event"] not in ("start",)]
+
+
+def hog_among_others(chunk: int, pause: float, dry_run: bool = False) -> dict:
+    """A hog grows while a larger avoided process and a protected one sit still."""
+    big = victim("sleeper", "bigavoid", "--size", "1200")
+    kept = victim("sleeper", "keepme", "--size", "1000")
+    available = mem_available()
+    config = base_config(
+        memory=memory_section(available - 800 * MiB, available - 1200 * MiB),
+        rules=[{"match": {"name": "^keepme$"}, "protect": True},
+               {"match": {"name": "^bigavoid$"}, "adjust": -500}])
+    daemon = Daemon(config, *(["--dry-run"] if dry_run else []))
+    hog = victim("hog", "hog", "--chunk", str(chunk), "--pause", str(pause), "--cap", "2600")
+    began = time.monotonic()
+    died = wait_exit(hog, 8 if dry_run else 30)
+    died_after = time.monotonic() - began
+    time.sleep(0.5)
+    stopped = daemon.stop()
+    return {"hog_died": died, "died_after": died_after, "ended": reap(hog, big, kept),
+            "records": records_of(daemon), "stopped": stopped}
+
+
+def sigterm_handling(ignore_term: bool) -> dict:
+    """A victim between the term and kill levels: SIGTERM, then SIGKILL if ignored."""
+    options = ["--ignore-term"] if ignore_term else []
+    available = mem_available()
+    config = base_config(memory=memory_section(available - 400 * MiB, available - 4000 * MiB,
+                                               term_timeout="1500ms"))
+    daemon = Daemon(config)
+    hog = victim("hog", "stubborn" if ignore_term else "polite", "--chunk", "100",
+                 "--pause", "0.05", "--cap", "900", *options)
+    died = wait_exit(hog, 20)
+    time.sleep(0.5)
+    stopped = daemon.stop()
+    return {"died": died, "ended": reap(hog), "records": records_of(daemon), "stopped": stopped}
+
+
+def choose_between(specs: list[dict], need_mib: int) -> dict:
+    """Processes sit still; memory is made 'short by need_mib' at once, so the
+    daemon's first reading acts at the term level. Which one goes?"""
+    procs, rules = [], []
+    for spec in specs:
+        options = ["--size", str(spec["size"]), "--burn", str(spec.get("burn", 0))]
+        procs.append(victim("sleeper", spec["name"], *options))
+        if spec.get("adjust"):
+            rules.append({"match": {"name": f"^{spec['name']}$"}, "adjust": spec["adjust"]})
+    available = mem_available()
+    config = base_config(rules=rules, memory=memory_section(
+        available + need_mib * MiB, available - 6000 * MiB, term_timeout="3s"))
+    daemon = Daemon(config)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    stopped = daemon.stop()
+    return {"ended": reap(*procs), "records": records_of(daemon), "stopped": stopped}
+
+
+def reused_pid() -> dict:
+    """A victim exits and its PID goes to a new process before the signal."""
+    import signal
+    from oorkiller._proctable import ProcTable
+    from oorkiller.actions import Target, send, take_targets
+
+    first = victim("sleeper", "first")
+    table = ProcTable("/proc", os.getpid())
+    table.refresh()
+    entry = table.get(first.pid)
+    early_pidfd = table.open_pidfd(entry)          # taken when it was chosen
+    first.kill()
+    first.wait()
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(first.pid - 1))
+    second = victim("sleeper", "second")
+    same_pid = second.pid == first.pid
+    late_targets = take_targets(table, [entry])    # chosen before, signalled after
+    early_result = send(Target(first.pid, b"first", early_pidfd), signal.SIGKILL)
+    time.sleep(0.2)
+    return {"same_pid": same_pid, "late_targets": len(late_targets),
+            "early_result": early_result, "second_alive": second.poll() is None,
+            "ended": reap(second)}

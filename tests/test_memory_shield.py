@@ -1,0 +1,115 @@
+"""The memory shield, end to end: the installed oorkiller in a PID namespace,
+scoped to the test's own processes, against real hogs (SPEC §1, §3, §5)."""
+import signal
+
+import pytest
+
+from sandbox import boot_usec, in_pid_namespace, kernel_oom_kills_since
+
+KILLED = -signal.SIGKILL
+TERMED = -signal.SIGTERM
+
+
+def actions(records, event):
+    return [r for r in records if r["event"] == event]
+
+
+def stopped_cleanly(result):
+    assert result["stopped"]["rc"] == 0
+    assert result["stopped"]["stop_seconds"] < 1.0, "SIGTERM must stop the daemon within 1 s"
+
+
+@pytest.mark.parametrize("chunk,pause", [(64, 0.05), (512, 0.0)], ids=["slow-hog", "fast-hog"])
+def test_a_hog_is_killed_and_the_avoided_and_protected_survive(chunk, pause):
+    since = boot_usec()
+    result = in_pid_namespace("scenarios_memory", "hog_among_others", chunk=chunk, pause=pause)
+    assert result["hog_died"], result
+    assert result["ended"]["hog"] in (KILLED, TERMED)
+    assert result["ended"]["bigavoid"] == "alive"
+    assert result["ended"]["keepme"] == "alive"
+    signalled = actions(result["records"], "term") + actions(result["records"], "kill")
+    assert signalled and {r["name"] for r in signalled} == {"hog"}
+    assert all(r["resource"] == "memory" and r["dry_run"] == "no" for r in signalled)
+    reclaimed = actions(result["records"], "reclaimed")
+    assert len(reclaimed) == 1 and reclaimed[0]["name"] == "hog"
+    assert "after" in reclaimed[0] and "regained" in reclaimed[0]
+    assert kernel_oom_kills_since(since) == [], "the kernel OOM killer must never fire"
+    stopped_cleanly(result)
+
+
+def test_a_victim_that_ignores_sigterm_gets_sigkill_after_term_timeout():
+    result = in_pid_namespace("scenarios_memory", "sigterm_handling", ignore_term=True)
+    assert result["ended"]["stubborn"] == KILLED
+    term, kill = actions(result["records"], "term"), actions(result["records"], "kill")
+    assert len(term) == 1 and len(kill) == 1
+    assert "term_timeout" in kill[0]["reason"]
+    (reclaimed,) = actions(result["records"], "reclaimed")
+    assert reclaimed["signal"] == "SIGKILL"
+    assert float(reclaimed["after"].rstrip("s")) >= 1.5
+    stopped_cleanly(result)
+
+
+def test_a_victim_that_honours_sigterm_dies_of_it():
+    result = in_pid_namespace("scenarios_memory", "sigterm_handling", ignore_term=False)
+    assert result["ended"]["polite"] == TERMED
+    assert len(actions(result["records"], "term")) == 1
+    assert actions(result["records"], "kill") == []
+    (reclaimed,) = actions(result["records"], "reclaimed")
+    assert reclaimed["signal"] == "SIGTERM"
+    stopped_cleanly(result)
+
+
+def chosen(result):
+    (term,) = actions(result["records"], "term")
+    return term["name"]
+
+
+def test_rule1_of_two_equally_large_the_one_with_less_work_goes():
+    result = in_pid_namespace("scenarios_memory", "choose_between", need_mib=100, specs=[
+        {"name": "veteran", "size": 600, "burn": 1.5},
+        {"name": "newcomer", "size": 600}])
+    assert chosen(result) == "newcomer"
+    assert result["ended"] == {"veteran": "alive", "newcomer": TERMED}
+
+
+def test_rule2_the_larger_process_recovers_more():
+    result = in_pid_namespace("scenarios_memory", "choose_between", need_mib=100, specs=[
+        {"name": "small", "size": 300},
+        {"name": "large", "size": 900}])
+    assert chosen(result) == "large"
+    assert result["ended"] == {"small": "alive", "large": TERMED}
+
+
+def test_rule3_one_kill_that_is_enough_beats_two_smaller_ones():
+    # `preferred` tops the score, but killing it alone would not be enough.
+    result = in_pid_namespace("scenarios_memory", "choose_between", need_mib=450, specs=[
+        {"name": "preferred", "size": 300, "adjust": 40},
+        {"name": "sufficient", "size": 700}])
+    assert chosen(result) == "sufficient"
+    assert result["ended"] == {"preferred": "alive", "sufficient": TERMED}
+
+
+def test_rule4_a_prefer_rule_wins_over_a_slightly_larger_process():
+    result = in_pid_namespace("scenarios_memory", "choose_between", need_mib=100, specs=[
+        {"name": "larger", "size": 600},
+        {"name": "expected", "size": 500, "adjust": 50}])
+    assert chosen(result) == "expected"
+    assert result["ended"] == {"larger": "alive", "expected": TERMED}
+
+
+def test_a_reused_pid_is_never_signalled():
+    result = in_pid_namespace("scenarios_memory", "reused_pid")
+    assert result["same_pid"], "the scenario must really reuse the PID"
+    assert result["late_targets"] == 0, "a stale entry must not yield a pidfd"
+    assert result["early_result"] == "gone", "a pidfd of the dead victim must not reach the new process"
+    assert result["second_alive"]
+
+
+def test_dry_run_records_the_kill_and_signals_nothing():
+    result = in_pid_namespace("scenarios_memory", "hog_among_others", chunk=128, pause=0.02, dry_run=True)
+    assert not result["hog_died"]
+    assert result["ended"]["hog"] == "alive"
+    decided = actions(result["records"], "term") + actions(result["records"], "kill")
+    assert decided and all(r["dry_run"] == "yes" and r["name"] == "hog" for r in decided)
+    assert actions(result["records"], "reclaimed") == []
+    stopped_cleanly(result)
