@@ -32,8 +32,8 @@ _ELLIPSIS_BYTES = len(ELLIPSIS.encode())
 
 # Never cut: a reader must always be able to tell what happened and to what.
 NEVER_CUT = frozenset({"event", "resource"})
-# Taken by parse_record/read_records for the record's own metadata.
-RESERVED_KEYS = frozenset({"event", "program_pid", "seq", "usec", "level"})
+# Taken by parse_record, read_records and `events --json` for metadata.
+RESERVED_KEYS = frozenset({"event", "program_pid", "seq", "usec", "level", "time"})
 _KEY = re.compile(r"[a-z_][a-z0-9_]*\Z", re.ASCII)
 
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}

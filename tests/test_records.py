@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from oorkiller.records import (
-    LEVELS, MAX_RECORD_BYTES, RecordError, format_fields, format_human,
+    LEVELS, MAX_RECORD_BYTES, RESERVED_KEYS, RecordError, format_fields, format_human,
     format_record, parse_record, value_bytes,
 )
 
@@ -75,7 +75,7 @@ def test_quoting_only_when_needed():
 
 
 def test_bad_keys_and_levels_are_refused():
-    for key in ("pid x", "a=b", "Name", "", "program_pid", "seq", "event", "n\n"):
+    for key in ("pid x", "a=b", "Name", "", "program_pid", "seq", "time", "event", "n\n"):
         with pytest.raises(RecordError):
             format_record("test", {key: 1}, pid=PID, level="info")
     with pytest.raises(RecordError):
@@ -189,7 +189,7 @@ def test_format_fields_reprints_a_parsed_record():
 # ---- fuzz: any value, one line, exact round trip
 
 keys = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True).filter(
-    lambda key: key not in {"event", "program_pid", "seq", "usec", "level"})
+    lambda key: key not in RESERVED_KEYS)
 values = st.one_of(
     st.binary(max_size=300),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=200),
