@@ -33,10 +33,13 @@ ffibuilder.set_source("oorkiller._kernel", r"""
     #define __NR_process_mrelease 448  /* the same number on every architecture */
     #endif
 
-    static int process_mrelease(int pidfd, unsigned int flags)
+    /* The raw syscall, not glibc's wrapper (2.36+ only); renamed so it does
+     * not clash with glibc's declaration where there is one. */
+    static int oorkiller_process_mrelease(int pidfd, unsigned int flags)
     {
         return (int)syscall(__NR_process_mrelease, pidfd, flags);
     }
+    #define process_mrelease oorkiller_process_mrelease
 """)
 
 if __name__ == "__main__":

@@ -48,6 +48,13 @@ from oorkiller._readers import parse_pid_status
 
 __all__ = ["ProcTable", "Proc", "raise_fd_limit", "RESERVED_FDS"]
 
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void set_errno(int value) { errno = value; }
+    """
+    void set_errno(int value) nogil
+
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
         pass
@@ -192,9 +199,9 @@ cdef int pid_of_name(const char *name) noexcept nogil:
     cdef int64_t pid = 0
     cdef int i = 0
     while name[i] != 0:
-        if name[i] < b'0' or name[i] > b'9' or i >= 10:
+        if name[i] < c'0' or name[i] > c'9' or i >= 10:
             return 0
-        pid = pid * 10 + (name[i] - b'0')
+        pid = pid * 10 + (name[i] - c'0')
         i += 1
     return <int>pid if 0 < pid <= 0x7fffffff else 0
 
@@ -282,7 +289,7 @@ cdef class ProcTable:
         proc root. Returns the fd, or -1 with errno set."""
         cdef char path[64]
         if self._root_fd < 0:
-            errno = EMFILE
+            set_errno(EMFILE)
             return -1
         if slot == DIR_FD:
             snprintf(path, sizeof(path), "%d", p.pid)
@@ -324,7 +331,7 @@ cdef class ProcTable:
         if p.fds[slot] >= 0 or self._hold(p, slot):
             return pread(p.fds[slot], buf, capacity, 0)
         if p.fds[slot] == NO_ACCESS:
-            errno = EACCES
+            set_errno(EACCES)
             return -1
         fd = self._open_slot(p, slot)
         if fd < 0:
@@ -332,7 +339,7 @@ cdef class ProcTable:
         n = pread(fd, buf, capacity, 0)
         saved_errno = errno
         close(fd)
-        errno = saved_errno
+        set_errno(saved_errno)
         return n
 
     cdef void _forget(self, Proc p) noexcept:
@@ -448,7 +455,7 @@ cdef class ProcTable:
         n = pread(fd, self._buf, READ_BUFFER, 0)
         saved_errno = errno
         close(fd)
-        errno = saved_errno
+        set_errno(saved_errno)
         return n
 
     cdef void _set_stat(self, Proc p, pp_pidstat *stat):
