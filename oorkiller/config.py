@@ -382,7 +382,7 @@ def _user(r: _Reader, node: yaml.Node, path: str, default: Any = None) -> Any:
         return value if 0 <= value < 2**32 else r.bad(node, f"{path}: uid {value} is out of range")
     if not isinstance(value, str) or not value:
         return r.bad(node, f"{path}: expected a user name or uid, got {_shown(node)}")
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # a uid written as text
         return int(value)
     try:
         return pwd.getpwnam(value).pw_uid

@@ -173,6 +173,24 @@ def test_hook_defaults_and_values():
     assert tuned.before_kill and tuned.timeout == 0.5
 
 
+def all_keys(section=config_module._TOP, path=""):
+    """Every dotted key the loader accepts, from its own tables."""
+    for key, (_, convert) in section.keys.items():
+        yield path + key
+        if isinstance(convert, config_module._Section):
+            yield from all_keys(convert, path + key + ".")
+
+
+def test_the_reference_documents_every_key():
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    def documented(key):
+        name = re.escape(key.rsplit(".", 1)[-1])
+        return re.search(rf"`[^`\n]*\b{name}\b[^`\n]*`", reference) is not None
+    undocumented = [key for key in all_keys() if not documented(key)]
+    assert undocumented == []
+    assert len(list(all_keys())) > 50  # the walk did see the nested sections
+
+
 def test_config_objects_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         default_config().memory.interval = 5
