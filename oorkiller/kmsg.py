@@ -138,6 +138,7 @@ class RecordWriter:
         return self._kmsg_ok
 
     def emit(self, event, level="info", **fields):
+        fields = {records.safe_key(key): value for key, value in fields.items()}
         record = records.format_record(event, fields, pid=self._pid, level=level)
         with self._lock:
             if self._to_stderr or not self._kmsg_ok or self._closed:

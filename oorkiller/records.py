@@ -163,6 +163,17 @@ def _check_key(key):
         raise RecordError(f"bad record key {key!r}")
 
 
+def safe_key(key):
+    """A bad key made usable, so a typo in a key never costs a record.
+
+    `Cgroup-Version` -> `cgroup_version`; a reserved key gets `field_` in front.
+    """
+    key = re.sub(r"[^a-z0-9_]", "_", str(key).lower(), flags=re.ASCII) or "_"
+    if key[0].isdigit() or key in RESERVED_KEYS:
+        key = f"field_{key}"
+    return key
+
+
 def _build_fields(event, fields):
     built = [_Field("event", value_bytes(event) or b"")]
     for key, value in fields.items():

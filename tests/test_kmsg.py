@@ -155,6 +155,13 @@ def test_stderr_gets_the_human_form_too(tmp_path):
     assert target.read_bytes() == b'<28>oorkiller[7]: event=kill resource=memory pid=4242 name="a b"\n'
 
 
+def test_a_bad_key_never_costs_a_record(tmp_path):
+    writer, target = file_writer(tmp_path)
+    writer.emit("test", **{"Cgroup-Version": 2, "seq": 5})
+    writer.close()
+    assert lines_of(target)[0].endswith(b"event=test cgroup_version=2 field_seq=5")
+
+
 def test_devkmsg_mode_reads_the_sysctl(tmp_path):
     sysctl = tmp_path / "printk_devkmsg"
     for mode in ("on", "off", "ratelimit"):

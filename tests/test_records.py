@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from oorkiller.records import (
     LEVELS, MAX_RECORD_BYTES, RESERVED_KEYS, RecordError, format_fields, format_human,
-    format_record, parse_record, value_bytes,
+    format_record, parse_record, safe_key, value_bytes,
 )
 
 PID = 812
@@ -80,6 +80,14 @@ def test_bad_keys_and_levels_are_refused():
             format_record("test", {key: 1}, pid=PID, level="info")
     with pytest.raises(RecordError):
         format_record("test", {}, pid=PID, level="loud")
+
+
+def test_safe_key_repairs_what_format_record_refuses():
+    assert safe_key("Cgroup-Version") == "cgroup_version"
+    assert safe_key("seq") == "field_seq" and safe_key("2nd") == "field_2nd"
+    assert safe_key("") == "_" and safe_key("pid") == "pid"
+    for key in ("pid x", "a=b", "Name", "", "program_pid", "time", "n\n", "é"):
+        assert parse_record(text_part(format_record("test", {safe_key(key): 1}, pid=PID, level="info")))
 
 
 # ---- hostile values never split or forge a record
