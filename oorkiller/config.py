@@ -656,15 +656,21 @@ def _scope(r: _Reader, node: yaml.Node, path: str, default: Any) -> Any:
 
 def _disks(r: _Reader, node: yaml.Node, path: str, default: Any) -> Any:
     """The disks list; two entries for one file system would fight, so refuse that."""
-    disks = _list_of(lambda r, n, p, d: _DISK(r, n, p, DiskConfig()))(r, node, path)
-    if disks is _BAD:
-        return disks
+    if not isinstance(node, yaml.SequenceNode):
+        return _list_of(_disk)(r, node, path)  # null, or the "expected a list" problem
+    disks = [_disk(r, child, f"{path}[{i}]", None) for i, child in enumerate(node.value)]
     first_line: dict[str, int] = {}
     for disk in disks:
+        if disk is _BAD:
+            continue  # its problem is recorded; still compare the valid entries
         if disk.path in first_line:
             r.bad(disk.line, f"{path}: '{disk.path}' is already watched by the entry at line {first_line[disk.path]}")
         first_line.setdefault(disk.path, disk.line)
-    return disks
+    return _BAD if _BAD in disks else tuple(disks)
+
+
+def _disk(r: _Reader, node: yaml.Node, path: str, default: Any) -> Any:
+    return _DISK(r, node, path, DiskConfig())
 
 
 _TOP = _Section({

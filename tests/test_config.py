@@ -287,6 +287,11 @@ rules:
     assert [line for line, _ in found] == [2, 3, 5, 6, 8]
 
 
+def test_a_bad_disk_entry_does_not_hide_a_duplicate_path():
+    found = problems_of("disks:\n  - path: /\n    interval: 0\n  - path: /tmp\n  - path: /tmp\n")
+    assert [line for line, _ in found] == [3, 5]
+
+
 def test_the_error_text_is_file_line_message():
     with pytest.raises(ConfigError) as caught:
         load_config_text("memory:\n  interval: 0\n  bogus: 1\n", "/etc/oorkiller/oorkiller.yaml")
