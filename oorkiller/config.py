@@ -21,7 +21,7 @@ import posixpath
 import pwd
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
