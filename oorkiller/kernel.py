@@ -1,0 +1,107 @@
+"""Thin wrappers over the kernel calls Python lacks (the cffi module _kernel).
+
+Import-safe: when the compiled module is missing, every call reports
+failure (False) instead of raising, and `features()` says so.
+"""
+import errno
+import os
+
+try:
+    from oorkiller._kernel import ffi as _ffi, lib as _lib
+except ImportError:  # not built: the daemon still runs, without these features
+    _ffi = _lib = None
+
+OOM_SCORE_ADJ_MIN = -1000
+OOM_SCORE_ADJ_MAX = 1000
+PSI_RESOURCES = ("memory", "cpu", "io")
+
+
+def native_available() -> bool:
+    return _lib is not None
+
+
+def lock_memory() -> bool:
+    """mlockall(MCL_CURRENT | MCL_FUTURE), so the daemon is never paged out
+    under the very shortage it must act on. False (no exception) on failure:
+    not root, RLIMIT_MEMLOCK, or no native module."""
+    if _lib is None:
+        return False
+    return _lib.mlockall(_lib.MCL_CURRENT | _lib.MCL_FUTURE) == 0
+
+
+def unlock_memory() -> bool:
+    if _lib is None:
+        return False
+    return _lib.munlockall() == 0
+
+
+def process_mrelease(pidfd: int) -> bool:
+    """Asks the kernel to free a SIGKILLed process's memory now (Linux 5.15+).
+
+    True when the kernel did it. False when it could not: no such syscall
+    (ENOSYS), the process is not dying or already gone (EINVAL, ESRCH), a
+    bad fd (EBADF), or no native module. Never raises for these.
+    """
+    if _lib is None:
+        return False
+    return _lib.process_mrelease(pidfd, 0) == 0
+
+
+def process_mrelease_errno(pidfd: int) -> int:
+    """Like process_mrelease, but returns 0 or the errno (for records/tests)."""
+    if _lib is None:
+        return errno.ENOSYS
+    if _lib.process_mrelease(pidfd, 0) == 0:
+        return 0
+    return _ffi.errno
+
+
+def set_oom_score_adj(value: int, pid="self", proc_root: str = "/proc") -> None:
+    """Writes /proc/PID/oom_score_adj. ValueError outside -1000..1000;
+    OSError (ProcessLookupError, PermissionError, ...) from the write."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"oom_score_adj must be an integer, not {value!r}")
+    if not OOM_SCORE_ADJ_MIN <= value <= OOM_SCORE_ADJ_MAX:
+        raise ValueError(f"oom_score_adj must be within -1000..1000, not {value}")
+    if pid != "self" and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+        raise ValueError(f"pid must be a positive integer or 'self', not {pid!r}")
+    path = os.path.join(proc_root, str(pid), "oom_score_adj")
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"%d\n" % value)
+    finally:
+        os.close(fd)
+
+
+def _process_mrelease_exists() -> bool:
+    # An invalid fd gives EBADF where the syscall exists, ENOSYS where not.
+    return _lib is not None and process_mrelease_errno(-1) != errno.ENOSYS
+
+
+def _cgroup_versions(proc_root: str) -> tuple:
+    """("v1", "v2"), ("v2",), ... from the file system types mounted."""
+    found = set()
+    try:
+        with open(os.path.join(proc_root, "self", "mounts"), "rb") as mounts:
+            for line in mounts:
+                fields = line.split(b" ")
+                if len(fields) > 2 and fields[2] == b"cgroup":
+                    found.add("v1")
+                elif len(fields) > 2 and fields[2] == b"cgroup2":
+                    found.add("v2")
+    except OSError:
+        pass
+    return tuple(sorted(found))
+
+
+def features(proc_root: str = "/proc") -> dict:
+    """What this kernel offers the daemon; logged at start-up."""
+    psi = {name: os.path.exists(os.path.join(proc_root, "pressure", name))
+           for name in PSI_RESOURCES}
+    return {
+        "native": native_available(),
+        "process_mrelease": _process_mrelease_exists(),
+        "pidfd": hasattr(os, "pidfd_open"),
+        "psi": psi,
+        "cgroup": _cgroup_versions(proc_root),
+    }
