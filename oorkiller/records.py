@@ -132,30 +132,26 @@ class _Field:
 
     def __init__(self, key, raw):
         self.key = key
-        self.tokens = escape_tokens(raw)
         self.cuttable = key not in NEVER_CUT
-
-    @property
-    def body(self):
-        return "".join(self.tokens)
-
-    @property
-    def body_size(self):
-        return len(self.body.encode())
+        self.all_tokens = escape_tokens(raw)
+        self.token_sizes = [len(token.encode()) for token in self.all_tokens]
+        self.full_size = sum(self.token_sizes)
+        self.tokens = self.all_tokens
 
     def rendered(self):
-        return f"{self.key}={_quoted(self.body)}"
+        return f"{self.key}={_quoted(''.join(self.tokens))}"
 
     def cut_to(self, size):
         """Keep the leading pieces that fit in `size` bytes, ellipsis included."""
-        kept, used = [], 0
-        for token in self.tokens:
-            token_size = len(token.encode())
+        if self.full_size <= size:
+            self.tokens = self.all_tokens
+            return
+        count, used = 0, 0
+        for token_size in self.token_sizes:
             if used + token_size > size - _ELLIPSIS_BYTES:
                 break
-            kept.append(token)
-            used += token_size
-        self.tokens = kept + [ELLIPSIS]
+            count, used = count + 1, used + token_size
+        self.tokens = self.all_tokens[:count] + [ELLIPSIS]
 
 
 def _check_key(key):
@@ -190,20 +186,33 @@ def _line_size(header, built):
 
 
 def _fit(header, built, limit):
-    """Cut the longest values first until the record fits in `limit` bytes."""
+    """Cut the longest values first until the record fits in `limit` bytes.
+
+    Every cuttable value longer than a cap is cut to that cap, the cap being
+    the largest that lets the record fit (so shorter values stay whole).
+    """
     while _line_size(header, built) > limit:
-        shrinkable = [f for f in built if f.cuttable and f.body_size > _ELLIPSIS_BYTES]
-        if not shrinkable:
-            if not _drop_last_field(built):
-                _cut_everything(built)  # absurd event/resource: still keep the cap
-                return
-            continue
-        shrinkable.sort(key=lambda field: field.body_size, reverse=True)
-        longest = shrinkable[0]
-        runner_up = shrinkable[1].body_size if len(shrinkable) > 1 else 0
-        excess = _line_size(header, built) - limit
-        target = max(longest.body_size - excess, runner_up, _ELLIPSIS_BYTES)
-        longest.cut_to(min(target, longest.body_size - 1))
+        cuttable = [field for field in built if field.cuttable]
+        if cuttable and _cap_values(header, built, cuttable, limit):
+            return
+        if not _drop_last_field(built):
+            _cut_everything(built)  # absurd event/resource: still keep the cap
+            return
+
+
+def _cap_values(header, built, cuttable, limit):
+    def fits(cap):
+        for field in cuttable:
+            field.cut_to(cap)
+        return _line_size(header, built) <= limit
+
+    low, high = _ELLIPSIS_BYTES, max(field.full_size for field in cuttable)
+    if not fits(low):
+        return False
+    while low < high:  # the line's size grows with the cap: binary search
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return fits(low)
 
 
 def _drop_last_field(built):
@@ -239,7 +248,7 @@ def format_record(event, fields, *, pid, level):
 def format_human(event, fields):
     """The stderr form of a record: `oorkiller: EVENT k=v ...` (no cap, no newline)."""
     built = _build_fields(event, fields)
-    parts = [f"{PROGRAM}: {built[0].body}"]
+    parts = [f"{PROGRAM}: {''.join(built[0].tokens)}"]
     parts += [field.rendered() for field in built[1:]]
     return " ".join(parts)
 

@@ -150,6 +150,13 @@ def test_longest_value_is_cut_first():
     assert parsed["cmdline"].endswith("…")
 
 
+def test_long_values_share_the_room_evenly():
+    record, parsed = round_trip({"cmdline": "c" * 3000, "exe": "e" * 1500, "user": 0})
+    assert MAX_RECORD_BYTES - 8 <= len(record) <= MAX_RECORD_BYTES  # no room wasted
+    assert abs(len(parsed["cmdline"]) - len(parsed["exe"])) <= 1
+    assert parsed["user"] == "0"
+
+
 def test_cut_never_splits_an_escape_or_a_character():
     for value in ("€" * 700, b"\xff" * 700, "\n" * 700, '"' * 700, "a€\x01" * 300):
         record, parsed = round_trip({"name": value, "resource": "disk"})
