@@ -194,8 +194,9 @@ class Walk:
 
 
 # ------------------------------------------------------------------ deleting
-def delete_one(dir_fd: int, found: Found, device: int, cutoff_ns: int) -> str:
-    """Unlink one file after checking it again: 'deleted', 'flocked' or 'skipped'."""
+def delete_one(dir_fd: int, found: Found, device: int, cutoff_ns: int, dry_run: bool = False) -> str:
+    """Unlink one file after checking it again: 'deleted', 'flocked' or 'skipped'
+    (in a dry run every check is made and nothing is unlinked)."""
     try:
         fd = os.open(found.name, FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -209,7 +210,8 @@ def delete_one(dir_fd: int, found: Found, device: int, cutoff_ns: int) -> str:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "flocked"
-        os.unlink(found.name, dir_fd=dir_fd)
+        if not dry_run:
+            os.unlink(found.name, dir_fd=dir_fd)
         return "deleted"
     except OSError:
         return "skipped"
@@ -247,8 +249,10 @@ class Goal:
 
 
 def run_pass(rules, device: int, goal: Goal, now: float | None = None,
-             keep_names: bool = False, stop: threading.Event | None = None) -> PassResult:
-    """Delete the oldest allowed files of all `rules` until `goal` is met."""
+             keep_names: bool = False, dry_run: bool = False,
+             stop: threading.Event | None = None) -> PassResult:
+    """Delete the oldest allowed files of all `rules` until `goal` is met
+    (a dry run counts what would go, judging `goal` by the estimate alone)."""
     result = PassResult()
     if goal.met(goal.free, goal.inodes):
         result.reached = True
@@ -269,7 +273,7 @@ def run_pass(rules, device: int, goal: Goal, now: float | None = None,
             cutoff = cutoffs.get(found.dir_index)
             if cutoff is None:
                 cutoff = cutoffs[found.dir_index] = _rule_cutoff(rules, dir_path, walk.now)
-            outcome = delete_one(dir_fd, found, device, cutoff)
+            outcome = delete_one(dir_fd, found, device, cutoff, dry_run)
             if outcome == "flocked":
                 result.kept_flocked += 1
                 continue
@@ -281,6 +285,11 @@ def run_pass(rules, device: int, goal: Goal, now: float | None = None,
             freed_files += 1
             if keep_names and len(result.names) < MAX_NAMES:
                 result.names.append(f"{dir_path}/{found.name}")
+            if dry_run:
+                if goal.met(goal.free + freed_bytes, goal.inodes + freed_files):
+                    result.reached = True
+                    break
+                continue
             if goal.reached(freed_bytes, freed_files):
                 result.reached = True
                 break

@@ -1,0 +1,388 @@
+"""The disk shield: free space and free inodes of each watched file system.
+
+Each `disks` entry is one file system with its own levels. Below `clean` the
+operator's cleanup rules run (on a worker thread of their own, see
+cleanup.py) until `until` is reached, and deleted-but-open files are
+reported, those matching `truncate_deleted` truncated. Below `kill` the
+process writing to that file system faster than `writer_rate` is killed.
+
+Write rate: Δ(write_bytes − cancelled_write_bytes) of /proc/PID/io between
+two samples of the process table, taken while a disk is below `clean` so a
+rate is ready when `kill` is crossed. tmpfs and other memory file systems
+never count write_bytes (no writeback), so for those the rate is Δwchar:
+all bytes the process wrote, which over-counts pipes and sockets. A fast
+writer is attributed to a file system only if it holds a descriptor open for
+writing (fdinfo flags O_WRONLY/O_RDWR) on that device.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sys
+import time
+
+from oorkiller import cleanup, deleted, victims
+from oorkiller._proctable import ProcTable
+from oorkiller.actions import Action, take_targets
+from oorkiller.monitors.base import Monitor
+from oorkiller.mounts import MountError, read_mounts, resolve
+from oorkiller.units import format_size
+
+MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})  # no write_bytes
+FILL_WINDOW = 60.0       # seconds of readings behind time_to_full
+SEVERITY = {"ok": 0, "clean": 1, "kill": 2}
+
+
+class Reading:
+    """One statvfs of a disk, in bytes and inodes."""
+
+    __slots__ = ("at", "total", "free", "inodes", "inodes_free")
+
+    def __init__(self, sv, at: float):
+        self.at = at
+        self.total = sv.f_blocks * sv.f_frsize
+        self.free = sv.f_bavail * sv.f_frsize
+        self.inodes = sv.f_files              # 0: the file system keeps no inode count
+        self.inodes_free = sv.f_favail
+
+
+def pct(part: int, whole: int) -> float:
+    return round(part * 100 / whole, 1) if whole else 0.0
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+class Disk:
+    """One `disks` entry: its mount, levels, recent readings, cleanup worker."""
+
+    def __init__(self, cfg, index: int):
+        self.cfg = cfg
+        self.index = index
+        self.mount = None
+        self.active = True                    # False: a duplicate of an earlier entry
+        self.reading: Reading | None = None
+        self.history = collections.deque()    # (at, used bytes, used inodes)
+        self.state = "ok"
+        self.reason = ""
+        self.due = 0.0
+        self.worker = cleanup.CleanupWorker(f"disk{index}")
+        self.deleted_bytes = 0
+        self.deleted_files = 0
+
+    # -- levels ------------------------------------------------------------
+    def levels(self, r: Reading) -> dict:
+        cfg = self.cfg
+        return {"clean": cfg.free.clean.resolve(r.total), "kill": cfg.free.kill.resolve(r.total),
+                "until": cfg.until.free.resolve(r.total),
+                "inodes_clean": cfg.inodes_free.clean.resolve(r.inodes),
+                "inodes_kill": cfg.inodes_free.kill.resolve(r.inodes),
+                "inodes_until": cfg.until.inodes_free.resolve(r.inodes)}
+
+    def judge(self, r: Reading) -> tuple[str, str]:
+        """('ok' | 'clean' | 'kill', reason)."""
+        lv = self.levels(r)
+        for severity in ("kill", "clean"):
+            if r.free < lv[severity]:
+                level = getattr(self.cfg.free, severity)
+                return severity, (f"free {pct(r.free, r.total)}% ({format_size(r.free)}) < {severity} "
+                                  f"level {level} on {self.cfg.path}")
+            if r.inodes and r.inodes_free < lv["inodes_" + severity]:
+                level = getattr(self.cfg.inodes_free, severity)
+                return severity, (f"inodes free {pct(r.inodes_free, r.inodes)}% ({r.inodes_free}) < "
+                                  f"{severity} level {level} on {self.cfg.path}")
+        return "ok", ""
+
+    # -- fill rate ---------------------------------------------------------
+    def remember(self, r: Reading) -> None:
+        self.history.append((r.at, r.total - r.free, r.inodes - r.inodes_free))
+        while len(self.history) > 2 and r.at - self.history[0][0] > FILL_WINDOW:
+            self.history.popleft()
+
+    def time_to_full(self) -> float | None:
+        """Seconds until space or inodes run out at the recent fill rate."""
+        if len(self.history) < 2 or self.reading is None:
+            return None
+        (t0, used0, iused0), (t1, used1, iused1) = self.history[0], self.history[-1]
+        if t1 <= t0:
+            return None
+        estimates = []
+        if used1 > used0:
+            estimates.append(self.reading.free / ((used1 - used0) / (t1 - t0)))
+        if self.reading.inodes and iused1 > iused0:
+            estimates.append(self.reading.inodes_free / ((iused1 - iused0) / (t1 - t0)))
+        return min(estimates) if estimates else None
+
+
+class DiskMonitor(Monitor):
+    name = "disk"
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.disks = [Disk(cfg, i) for i, cfg in enumerate(context.config.disks)]
+        self.reported: set = set()            # problems already recorded once
+        self.table = ProcTable(context.proc_root, context.self_pid)
+        self.written: dict[int, tuple[float, int]] = {}   # serial -> (at, bytes written)
+        self.rates: dict[int, float] = {}     # serial -> bytes/s over the last sample
+        self.deleted_at = 0.0
+        self._resolve_all()
+
+    @property
+    def interval(self) -> float:
+        return min((d.cfg.interval for d in self.disks), default=5.0)
+
+    def _error(self, key, **fields) -> None:
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        self.context.writer.emit("error", "err", resource="disk", **fields)
+
+    def _debug(self, text: str) -> None:
+        log = self.context.config.log
+        if log.stderr and log.level == "debug":
+            sys.stderr.write(f"oorkiller-debug: {text}\n")
+
+    # ------------------------------------------------------------- mounts
+    def _resolve_all(self) -> None:
+        """Each entry to its file system; a second entry on one is an error."""
+        try:
+            mounts = read_mounts(self.context.proc_root)
+        except (OSError, ValueError) as err:
+            self._error(("mountinfo",), reason=f"cannot read the mount table: {err}")
+            return
+        seen: dict[int, Disk] = {}
+        for disk in self.disks:
+            if disk.mount is None:
+                try:
+                    disk.mount = resolve(disk.cfg.path, mounts)
+                except MountError as err:
+                    self._error(("mount", disk.cfg.path), path=disk.cfg.path, reason=str(err))
+                    continue
+            first = seen.setdefault(disk.mount.device, disk)
+            if first is not disk and disk.active:
+                disk.active = False
+                self._error(("duplicate", disk.cfg.path), path=disk.cfg.path,
+                            reason=f"same file system ({disk.mount.device_text}) as {first.cfg.path} "
+                                   f"(line {first.cfg.line}); only the first entry acts")
+
+    # ------------------------------------------------------------- stepping
+    def step(self, now: float) -> float:
+        if any(d.mount is None for d in self.disks):
+            self._resolve_all()
+        below_clean = []
+        for disk in self.disks:
+            if not disk.active or disk.mount is None or now < disk.due:
+                continue
+            disk.due = now + disk.cfg.interval
+            self._step_disk(disk, now)
+            if disk.state != "ok":
+                below_clean.append(disk)
+        if below_clean:
+            self._sample_writers(now)
+            self._deleted_open(below_clean, now)
+            for disk in below_clean:
+                if disk.state == "kill":
+                    self._kill_writer(disk)
+        else:
+            self.written.clear()
+        pending = [d.due for d in self.disks if d.active and d.mount is not None]
+        return max(0.0, min(pending, default=now + self.interval) - time.monotonic())
+
+    def _step_disk(self, disk: Disk, now: float) -> None:
+        reading = Reading(os.statvfs(disk.cfg.path), now)
+        disk.reading = reading
+        disk.remember(reading)
+        disk.state, disk.reason = disk.judge(reading)
+        if disk.state != "ok" and disk.cfg.cleanup and not disk.worker.busy:
+            disk.worker.start(lambda: self._cleanup_pass(disk))
+
+    # ------------------------------------------------------------- cleanup
+    def _cleanup_pass(self, disk: Disk) -> None:
+        """Runs on the disk's cleanup thread; one `cleanup` record per pass."""
+        path = disk.cfg.path
+        try:
+            before = Reading(os.statvfs(path), time.monotonic())
+            lv = disk.levels(before)
+            goal = cleanup.Goal(lambda: os.statvfs(path), lv["until"],
+                                lv["inodes_until"] if before.inodes else None)
+            result = cleanup.run_pass(disk.cfg.cleanup, disk.mount.device, goal,
+                                      keep_names=self.context.config.log.level == "debug",
+                                      dry_run=self.context.dry_run, stop=disk.worker.stopping)
+        except Exception as err:        # a bug in one pass must not end the shield
+            self.context.writer.emit("error", "err", resource="disk", path=path,
+                                     reason=f"cleanup failed: {type(err).__name__}: {err}")
+            return
+        for directory, why in result.refused:
+            self._error(("refused", directory, why), path=path, directory=directory,
+                        reason=f"cleanup directory refused: {why}")
+        for text in result.errors:
+            self._error(("walk", text), path=path, reason=f"cleanup: {text}")
+        for name in result.names:
+            self._debug(f"cleanup {'would delete' if self.context.dry_run else 'deleted'} {name!r}")
+        if result.files == 0 and result.kept_flocked == 0:
+            return                      # nothing allowed to go: no record every interval
+        after = Reading(os.statvfs(path), time.monotonic())
+        fields = dict(resource="disk", path=path, files=result.files, bytes=format_size(result.bytes),
+                      free_before=format_size(before.free), free_after=format_size(after.free),
+                      inodes_before=before.inodes_free, inodes_after=after.inodes_free,
+                      reason=disk.reason or "below clean level",
+                      time_to_full=format_duration(disk.time_to_full()),
+                      dry_run="yes" if self.context.dry_run else "no")
+        if result.kept_flocked:
+            fields["kept_flocked"] = result.kept_flocked
+        if not result.reached:
+            fields["until"] = "not reached"
+        self.context.writer.emit("cleanup", "warning", **fields)
+
+    # ------------------------------------------------------------- deleted but open
+    def _deleted_open(self, disks: list, now: float) -> None:
+        """Count (and where allowed, truncate) deleted-open files, once per interval."""
+        if now - self.deleted_at < self.interval:
+            return
+        self.deleted_at = now
+        by_device = {d.mount.device: d for d in disks}
+        found = deleted.find_open_deleted(by_device, self.context.proc_root)
+        for disk in disks:
+            disk.deleted_bytes = disk.deleted_files = 0
+        for entry in found.values():
+            disk = by_device[entry.device]
+            disk.deleted_bytes += entry.nbytes
+            disk.deleted_files += 1
+            if disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
+                self._truncate(disk, entry)
+
+    def _truncate(self, disk: Disk, entry) -> None:
+        fields = dict(resource="disk", path=disk.cfg.path, file=entry.path,
+                      bytes=format_size(entry.nbytes), reason=disk.reason,
+                      time_to_full=format_duration(disk.time_to_full()),
+                      dry_run="yes" if self.context.dry_run else "no")
+        if self.context.dry_run:
+            self.context.writer.emit("truncate", "warning", pid=entry.holders[0][0], **fields)
+            return
+        done = deleted.truncate(entry, self.context.proc_root)
+        if done is None:
+            return
+        disk.deleted_bytes -= entry.nbytes
+        self.context.writer.emit("truncate", "warning", pid=done[0], **fields)
+
+    # ------------------------------------------------------------- abnormal writers
+    def _sample_writers(self, now: float) -> None:
+        added, _ = self.table.refresh()
+        self.context.rules.apply(self.table, added)
+        self.table.sample_io()
+        memory_fs = any(d.mount.fstype in MEMORY_FS for d in self.disks if d.mount and d.state != "ok")
+        rates, written = {}, {}
+        for proc in self.table.entries():
+            if not proc.eligible:
+                continue
+            total = proc.io_write_bytes - proc.io_cancelled
+            if memory_fs:
+                total = max(total, self._wchar(proc.pid))
+            written[proc.serial] = (now, total)
+            last = self.written.get(proc.serial)
+            if last is not None and now > last[0]:
+                rates[proc.serial] = max(total - last[1], 0) / (now - last[0])
+        self.written, self.rates = written, rates
+
+    def _wchar(self, pid: int) -> int:
+        try:
+            with open(f"{self.context.proc_root}/{pid}/io", "rb") as f:
+                for line in f:
+                    if line.startswith(b"wchar:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def _kill_writer(self, disk: Disk) -> None:
+        executor = self.context.executor
+        if executor.busy(self.name) is not None:
+            return                       # one victim at a time: wait for it
+        limit = disk.cfg.writer_rate
+        fast = [p for p in self.table.entries()
+                if p.eligible and self.rates.get(p.serial, 0) > limit
+                and writes_to(self.context.proc_root, p.pid, disk.mount.device)]
+        if not fast:
+            return
+        total = sum(self.rates[p.serial] for p in fast)
+        found = [victims.Candidate(proc=p, score=int(self.rates[p.serial] * 1000 / total) + p.adjust,
+                                   share=int(self.rates[p.serial] * 1000 / total), adjust=p.adjust,
+                                   reclaim=int(self.rates[p.serial]), enough=True) for p in fast]
+        chosen = victims.choose(found)
+        targets = take_targets(self.table, [chosen.proc])
+        if not targets:
+            return
+        rate = self.rates[chosen.proc.serial]
+        reason = f"{disk.reason}; writing {format_size(int(rate))}/s > writer_rate {format_size(limit)}/s"
+        fields = {"user": chosen.proc.uid, "score": chosen.score, "path": disk.cfg.path,
+                  "rate": f"{format_size(int(rate))}/s",
+                  "time_to_full": format_duration(disk.time_to_full())}
+        executor.submit(Action(
+            resource=self.name, targets=targets, reason=reason, fields=fields,
+            first_signal=signal.SIGTERM, term_timeout=disk.cfg.term_timeout,
+            dry_run=self.context.dry_run, measure=lambda: self._regained(disk)))
+
+    def _regained(self, disk: Disk) -> dict:
+        r = Reading(os.statvfs(disk.cfg.path), time.monotonic())
+        return {"path": disk.cfg.path, "free_after": format_size(r.free)}
+
+    # ------------------------------------------------------------- reporting
+    def status(self) -> list:
+        rows = []
+        for disk in self.disks:
+            row = {"resource": "disk", "path": disk.cfg.path,
+                   "state": "acting" if disk.state != "ok" else "ok"}
+            if disk.mount is None:
+                rows.append({**row, "state": "unresolved"})
+                continue
+            r = disk.reading or Reading(os.statvfs(disk.cfg.path), time.monotonic())
+            lv = disk.levels(r)
+            row.update(device=disk.mount.device_text, free=r.free, total=r.total,
+                       free_pct=pct(r.free, r.total),
+                       inodes_free_pct=pct(r.inodes_free, r.inodes) if r.inodes else None,
+                       levels={"clean": lv["clean"], "kill": lv["kill"], "until": lv["until"],
+                               "inodes_clean": lv["inodes_clean"], "inodes_kill": lv["inodes_kill"],
+                               "inodes_until": lv["inodes_until"]},
+                       deleted_open_bytes=disk.deleted_bytes,
+                       time_to_full=format_duration(disk.time_to_full()))
+            if not disk.active:
+                row["state"] = "duplicate"
+            if disk.reason:
+                row["reason"] = disk.reason
+            rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        for disk in self.disks:
+            disk.worker.stop()
+        self.table.close()
+
+
+def writes_to(proc_root: str, pid: int, device: int) -> bool:
+    """The process holds a descriptor open for writing on `device`."""
+    fd_dir = f"{proc_root}/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.stat(f"{fd_dir}/{name}").st_dev != device:
+                continue
+            with open(f"{proc_root}/{pid}/fdinfo/{name}", "rb") as f:
+                for line in f:
+                    if line.startswith(b"flags:"):
+                        if (int(line.split()[1], 8) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR):
+                            return True
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
