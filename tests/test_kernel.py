@@ -1,0 +1,161 @@
+"""oorkiller.kernel: mlockall, process_mrelease, oom_score_adj, features.
+
+mlockall changes the whole process, so it runs in a child interpreter.
+Only children spawned here are signalled, through their pidfd.
+"""
+import os
+import platform
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from oorkiller import kernel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def kernel_at_least(major, minor):
+    numbers = platform.release().split("-")[0].split(".")
+    return (int(numbers[0]), int(numbers[1])) >= (major, minor)
+
+
+@pytest.fixture
+def sleeper():
+    child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    yield child
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+
+
+def test_lock_memory_locks_the_process():
+    result = run_python("""
+        from oorkiller import kernel
+        locked = kernel.lock_memory()
+        vmlck = [l for l in open("/proc/self/status") if l.startswith("VmLck:")][0].split()[1]
+        print(locked, int(vmlck) > 0)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_lock_memory_failure_is_false_not_an_exception():
+    # As nobody with RLIMIT_MEMLOCK 0, mlockall fails with EPERM.
+    result = run_python("""
+        import os, resource
+        from oorkiller import kernel
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+        os.setgid(65534)
+        os.setuid(65534)
+        print(kernel.lock_memory())
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_process_mrelease_reaps_a_sigkilled_child():
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import signal, sys
+        hog = bytearray(256 << 20)       # touched: 256 MiB resident
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        signal.pause()
+    """)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        pidfd = os.pidfd_open(child.pid)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            released = kernel.process_mrelease(pidfd)
+        finally:
+            os.close(pidfd)
+        assert isinstance(released, bool)
+        if kernel.features()["process_mrelease"]:
+            assert released
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_process_mrelease_of_a_live_process_is_refused(sleeper):
+    if not kernel.features()["process_mrelease"]:
+        pytest.skip("no process_mrelease on this kernel")
+    pidfd = os.pidfd_open(sleeper.pid)
+    try:
+        assert kernel.process_mrelease(pidfd) is False  # not dying: EINVAL
+        assert kernel.process_mrelease_errno(pidfd) == 22
+    finally:
+        os.close(pidfd)
+    assert sleeper.poll() is None
+
+
+def test_process_mrelease_of_a_bad_fd_is_false():
+    assert kernel.process_mrelease(-1) is False
+
+
+def test_set_oom_score_adj_of_a_child(sleeper):
+    kernel.set_oom_score_adj(500, pid=sleeper.pid)
+    assert open(f"/proc/{sleeper.pid}/oom_score_adj").read() == "500\n"
+
+
+@pytest.mark.parametrize("value", [1001, -1001, "100", 1.5, True, None])
+def test_set_oom_score_adj_rejects_bad_values(value):
+    with pytest.raises(ValueError, match="oom_score_adj"):
+        kernel.set_oom_score_adj(value, pid=os.getpid())
+
+
+@pytest.mark.parametrize("pid", [0, -1, "1; rm", 2.5])
+def test_set_oom_score_adj_rejects_bad_pids(pid):
+    with pytest.raises(ValueError, match="pid"):
+        kernel.set_oom_score_adj(0, pid=pid)
+
+
+def test_set_oom_score_adj_of_an_exited_process_is_an_os_error(sleeper):
+    pid = sleeper.pid
+    sleeper.kill()
+    sleeper.wait()
+    with pytest.raises(OSError):
+        kernel.set_oom_score_adj(0, pid=pid)
+
+
+def test_features_of_this_machine():
+    found = kernel.features()
+    assert found["native"] is True and found["pidfd"] is True
+    assert found["process_mrelease"] == kernel_at_least(5, 15)
+    for resource in ("memory", "cpu", "io"):
+        assert found["psi"][resource] == os.path.exists(f"/proc/pressure/{resource}")
+    assert set(found["cgroup"]) <= {"v1", "v2"}
+
+
+def test_features_reads_cgroup_versions_from_the_proc_root(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mounts").write_bytes(
+        b"proc /proc proc rw 0 0\n"
+        b"cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n")
+    assert kernel.features(proc_root=str(tmp_path))["cgroup"] == ("v2",)
+    (tmp_path / "self" / "mounts").write_bytes(
+        b"cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n"
+        b"cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n")
+    found = kernel.features(proc_root=str(tmp_path))
+    assert found["cgroup"] == ("v1", "v2")
+    assert found["psi"] == {"memory": False, "cpu": False, "io": False}
+
+
+def test_import_is_safe_without_the_native_module():
+    result = run_python("""
+        import sys
+        sys.modules["oorkiller._kernel"] = None   # as if it was never built
+        from oorkiller import kernel
+        print(kernel.lock_memory(), kernel.process_mrelease(3), kernel.features()["native"],
+              kernel.features()["process_mrelease"])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "False", "False"]
