@@ -48,6 +48,22 @@ def describe_value(value: int, total: int, size) -> str:
     return format_size(value)
 
 
+def excluded_processes(table) -> list[dict]:
+    """Why each non-candidate is excluded; kernel threads summed up in one row."""
+    rows, kernel_threads = [], 0
+    for proc in table.entries():
+        note = proc.note
+        if note is None or note.eligible:
+            continue
+        if note.reason == "kernel thread":
+            kernel_threads += 1
+            continue
+        rows.append({"pid": proc.pid, "name": proc.comm, "reason": note.reason})
+    if kernel_threads:
+        rows.append({"pid": "-", "name": f"({kernel_threads} kernel threads)", "reason": "kernel thread"})
+    return rows
+
+
 class MemoryMonitor(Monitor):
     name = "memory"
 
@@ -205,7 +221,7 @@ class MemoryMonitor(Monitor):
                 status = self.table.read_status(proc)
             except OSError:
                 continue                      # vanished since the ranking
-            kernel_points = proc.oom_score * 3 // 2 - 1000
+            kernel_points = proc.memory_score - proc.adjust   # share + oom_score_adj
             reclaim = status.vm_rss + status.vm_swap
             found.append(victims.Candidate(
                 proc=proc, score=kernel_points + proc.adjust, share=kernel_points - adj,
@@ -293,9 +309,7 @@ class MemoryMonitor(Monitor):
         for cand in self.evaluate(ranked, need):
             rows.append({"pid": cand.pid, "name": cand.proc.comm, "user": cand.proc.uid,
                          **cand.parts(), "rss": cand.reclaim, "cpu_ticks": cand.work})
-        excluded = [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
-                    for p in self.table.entries() if p.note is not None and not p.note.eligible]
-        return {"ranked": rows[:top], "excluded": excluded}
+        return {"ranked": rows[:top], "excluded": excluded_processes(self.table)}
 
     def close(self) -> None:
         self.meminfo_file.close()
