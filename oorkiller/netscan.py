@@ -65,7 +65,8 @@ class Duplicate:
     interfaces: tuple        # sorted names
     kind: str                # local | guest | ovs | (kernel findings: local)
     source: str = "sysfs"    # sysfs | ovs | kernel
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict = field(default_factory=dict, compare=False, hash=False)   # more record fields
+    carriers: tuple = field(default=(), compare=False, hash=False)   # the ones not stacked on another
 
     @property
     def key(self) -> tuple:
@@ -164,26 +165,6 @@ def groups_by_mac(links: list[Link]) -> dict[str, list[Link]]:
     return {mac: members for mac, members in groups.items() if len(members) > 1}
 
 
-def components(members: list[Link], related) -> list[list[Link]]:
-    """Split interfaces into groups connected by `related(a, b)` (union-find)."""
-    parent = list(range(len(members)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, a in enumerate(members):
-        for j in range(i + 1, len(members)):
-            if related(a, members[j]):
-                parent[root(i)] = root(j)
-    found: dict[int, list[Link]] = {}
-    for i, link in enumerate(members):
-        found.setdefault(root(i), []).append(link)
-    return list(found.values())
-
-
 def find_duplicates(links: list[Link], ignore=(), ovs_internal=frozenset(),
                     ovs_ports=frozenset()) -> list[Duplicate]:
     """The MACs carried by interfaces that are not stacked on one another.
@@ -192,22 +173,42 @@ def find_duplicates(links: list[Link], ignore=(), ovs_internal=frozenset(),
     Open vSwitch interface (from the OVS database): a bridge's internal port
     legitimately carries the MAC of one of its ports.
     """
-    bonds = {link.name for link in links if link.is_bond or link.devtype == "bond"}
-
-    def related(a: Link, b: Link) -> bool:
-        if _on_top_of(a, b) or _on_top_of(b, a):
-            return True
-        if a.master is not None and a.master == b.master and a.master in bonds:
-            return True
-        return _ovs_local_port_pair(a, b, ovs_internal, ovs_ports)
-
+    bonds = frozenset(link.name for link in links if link.is_bond or link.devtype == "bond")
     duplicates = []
     for mac, members in groups_by_mac(watched(links, ignore)).items():
-        if len(components(members, related)) < 2:
+        carriers = independent_carriers(members, bonds, ovs_internal, ovs_ports)
+        if len(carriers) < 2:
             continue
-        kind = "guest" if all(link.is_guest_tap for link in members) else "local"
-        duplicates.append(Duplicate(mac, tuple(sorted(link.name for link in members)), kind))
+        # Reported: the carriers; the interfaces merely stacked on them (a
+        # bridge that took a port's MAC) are named apart, as `stacked`.
+        names = tuple(sorted(link.name for link in carriers))
+        stacked = sorted(link.name for link in members if link not in carriers)
+        kind = "guest" if all(link.is_guest_tap for link in carriers) else "local"
+        duplicates.append(Duplicate(mac, names, kind, carriers=names,
+                                    extra={"stacked": ",".join(stacked)} if stacked else {}))
     return duplicates
+
+
+def independent_carriers(members: list[Link], bonds=frozenset(), ovs_internal=frozenset(),
+                         ovs_ports=frozenset()) -> list[Link]:
+    """Of interfaces sharing one MAC, those that carry it on their own account.
+
+    An interface stacked on another member (bridge, VLAN, macvlan, bond, OVS
+    internal port) only repeats that member's MAC, so it is set aside; the
+    slaves of one bond count once. Set aside is not forgiven transitively: two
+    ports of one bridge that both carry the bridge's MAC stay two carriers.
+    """
+    kept = [link for link in members
+            if not any(_on_top_of(link, other) or _ovs_local_port_pair(link, other, ovs_internal, ovs_ports)
+                       for other in members if other is not link)]
+    carriers, bonds_seen = [], set()
+    for link in kept:
+        if link.master in bonds:
+            if link.master in bonds_seen:
+                continue
+            bonds_seen.add(link.master)
+        carriers.append(link)
+    return carriers
 
 
 def _ovs_local_port_pair(a: Link, b: Link, internal, ports) -> bool:

@@ -189,7 +189,7 @@ class NetworkMonitor(Monitor):
         if ovs.available() and not self.ovs_answered:
             return "the Open vSwitch database did not answer: its internal ports cannot be told apart", None
         by_name = {link.name: link for link in links}
-        members = [by_name[n] for n in duplicate.interfaces if n in by_name]
+        members = [by_name[n] for n in duplicate.carriers or duplicate.interfaces if n in by_name]
         if not members:
             return "none of these interfaces is visible to the kernel here", None
         target = netscan.newest(members)
