@@ -215,4 +215,13 @@ def _try(fn, *args) -> bool:
 
 
 def _flat(features: dict) -> dict:
-    return {k: ("yes" if v is True else "no" if v is False else v) for k, v in features.items()}
+    """Feature values as record text: yes/no, `memory,cpu` for the PSI files found."""
+    def text(value):
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, dict):
+            return ",".join(k for k, v in value.items() if v) or "none"
+        if isinstance(value, (list, tuple)):
+            return "+".join(map(str, value)) or "none"
+        return value
+    return {k: text(v) for k, v in features.items()}

@@ -1,0 +1,96 @@
+"""The command line of SPEC §2: exit codes, FILE:LINE errors, and the
+operator's tools reading the real machine."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from oorkiller.config import default_config_text, load_config_text
+from sandbox import in_pid_namespace, oorkiller_command
+
+
+def run(*args, **kw):
+    return subprocess.run([*oorkiller_command(), *args], capture_output=True, text=True,
+                          timeout=30, **kw)
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    def write(text, mode=0o644):
+        path = tmp_path / "oorkiller.yaml"
+        path.write_text(text)
+        os.chmod(path, mode)
+        return str(path)
+    return write
+
+
+def test_print_default_config_is_the_embedded_default_and_valid():
+    out = run("print-default-config")
+    assert out.returncode == 0
+    assert out.stdout == default_config_text()
+    assert "#" in out.stdout, "the default is commented for operators"
+    load_config_text(out.stdout, "default")
+
+
+def test_python_dash_m_is_the_same_program():
+    out = subprocess.run([sys.executable, "-m", "oorkiller", "print-default-config"],
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0 and out.stdout == default_config_text()
+
+
+def test_check_config_accepts_a_valid_file(config_file):
+    out = run("check-config", config_file("memory:\n  available: {term: 8%, kill: 4%}\n"))
+    assert out.returncode == 0
+
+
+@pytest.mark.parametrize("text,line", [
+    ("memory:\n  enabled: true\n  intervall: 1s\n", 3),                       # unknown key
+    ("cpu:\n  usage: lots\n", 2),                                              # wrong value
+    ("memory:\n  available: {term: 5%, kill: 10%}\n", 2),                      # kill above term
+    ("disks:\n  - path: /\n    cleanup:\n      - {path: relative/dir, glob: '*'}\n", 4),
+    ("rules:\n  - match: {name: '(unclosed'}\n    protect: true\n", 2),         # bad regex
+    ("memory: [1, 2\n", 2),                                                    # YAML syntax
+])
+def test_check_config_reports_file_line_and_exits_2(config_file, text, line):
+    path = config_file(text)
+    out = run("check-config", path)
+    assert out.returncode == 2
+    assert f"{path}:{line}: " in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_with_a_bad_file_exits_2_without_a_traceback(config_file):
+    path = config_file("memory:\n  available: {term: 5%, kill: 10%}\n")
+    out = run("run", "-c", path, "--dry-run")
+    assert out.returncode == 2
+    assert f"{path}:2: " in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_file_writable_by_others_is_refused(config_file):
+    path = config_file("dry_run: true\n", mode=0o666)
+    out = run("check-config", path)
+    assert out.returncode == 2 and f"{path}:" in out.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("candidates", "--resource", "gpu").returncode == 2
+    assert run("no-such-command").returncode == 2
+
+
+def test_candidates_and_status_show_the_ranking_and_the_exclusions():
+    result = in_pid_namespace("scenarios_daemon", "candidates_json")
+    assert result["rc"] == 0, result["stderr"]
+    ranking = json.loads(result["json"])
+    names = [row["name"] for row in ranking["ranked"]]
+    assert names[:2] == ["biggest", "smaller"]
+    assert "keepme" not in names
+    top = ranking["ranked"][0]
+    assert top["score"] == top["share"] + top["oom_score_adj"] + top["adjust"]
+    reasons = {e["name"]: e["reason"] for e in ranking["excluded"]}
+    assert reasons["keepme"].startswith("protected by rule")
+    assert "biggest" in result["text"] and "excluded" in result["text"]
+    assert result["status_rc"] == 0
+    (memory,) = [r for r in json.loads(result["status"])["resources"] if r["resource"] == "memory"]
+    assert memory["state"] == "ok" and 0 < memory["available"] <= memory["total"]
