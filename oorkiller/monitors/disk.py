@@ -243,7 +243,7 @@ class DiskMonitor(Monitor):
         self.context.writer.emit("cleanup", "warning", **fields)
 
     # ------------------------------------------------------------- deleted but open
-    def _deleted_open(self, disks: list, now: float) -> None:
+    def _deleted_open(self, disks: list, now: float, truncate: bool = True) -> None:
         """Count (and where allowed, truncate) deleted-open files, once per interval."""
         if now - self.deleted_at < self.interval:
             return
@@ -256,7 +256,7 @@ class DiskMonitor(Monitor):
             disk = by_device[entry.device]
             disk.deleted_bytes += entry.nbytes
             disk.deleted_files += 1
-            if disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
+            if truncate and disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
                 self._truncate(disk, entry)
 
     def _truncate(self, disk: Disk, entry) -> None:
@@ -336,6 +336,11 @@ class DiskMonitor(Monitor):
 
     # ------------------------------------------------------------- reporting
     def status(self) -> list:
+        if all(d.reading is None for d in self.disks):      # `oorkiller status`: a fresh look
+            resolved = [d for d in self.disks if d.mount is not None and d.active]
+            self.deleted_at = 0.0
+            if resolved:
+                self._deleted_open(resolved, time.monotonic(), truncate=False)
         rows = []
         for disk in self.disks:
             row = {"resource": "disk", "path": disk.cfg.path,
@@ -351,7 +356,7 @@ class DiskMonitor(Monitor):
                        levels={"clean": lv["clean"], "kill": lv["kill"], "until": lv["until"],
                                "inodes_clean": lv["inodes_clean"], "inodes_kill": lv["inodes_kill"],
                                "inodes_until": lv["inodes_until"]},
-                       deleted_open_bytes=disk.deleted_bytes,
+                       deleted_open_bytes=disk.deleted_bytes, deleted_open_files=disk.deleted_files,
                        time_to_full=format_duration(disk.time_to_full()))
             if not disk.active:
                 row["state"] = "duplicate"

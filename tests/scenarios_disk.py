@@ -1,0 +1,222 @@
+"""Disk-shield scenarios. Each runs as PID 1 of its own PID namespace, which
+`unshare --mount-proc` also gives a mount namespace of its own; mounts are made
+private first, so the tmpfs file systems here are invisible to the machine."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from sandbox import MiB, Daemon, base_config, mem_available, reap, victim
+
+HOUR = 3600
+
+
+def private_tmpfs(size: str = "64m", inodes: int = 2000) -> str:
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    path = tempfile.mkdtemp(prefix="oorkiller-disk-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=755",
+                    "tmpfs", path], check=True)
+    return path
+
+
+def make(path: str, size: int, age: float) -> None:
+    with open(path, "wb") as f:
+        f.write(b"\1" * size)
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+def disk_section(path: str, **extra) -> dict:
+    section = {"path": path, "interval": "500ms",
+               "free": {"clean": "30%", "kill": "1%"},
+               "inodes_free": {"clean": "10%", "kill": "1%"},
+               "until": {"free": "50%", "inodes_free": "50%"}}
+    section.update(extra)
+    return section
+
+
+def logs_rule(path: str, **extra) -> dict:
+    rule = {"path": path, "glob": "*.log.[0-9]*", "min_age": "10m"}
+    rule.update(extra)
+    return rule
+
+
+def wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def finish(daemon: Daemon, **observed) -> dict:
+    observed["stopped"] = daemon.stop()
+    observed["records"] = [r for r in daemon.records() if r["event"] != "start"]
+    return observed
+
+
+# ------------------------------------------------------------------ scenarios
+def fill_space() -> dict:
+    """20 rotated logs of 2 MiB (ovs.log.0 oldest), a live log, young logs and
+    ballast: the disk is below `clean`; the oldest go until `until`."""
+    fs = private_tmpfs()
+    logs = f"{fs}/logs"
+    os.mkdir(logs)
+    for i in range(20):
+        make(f"{logs}/ovs.log.{i}", 2 * MiB, (30 - i) * HOUR)
+    make(f"{logs}/ovs.log", 2 * MiB, 40 * HOUR)          # not matching the glob
+    make(f"{logs}/young.log.1", 2 * MiB, 60)              # younger than min_age
+    make(f"{fs}/ballast", 6 * MiB, 50 * HOUR)             # outside the rule's directory
+    daemon = Daemon(base_config(disks=[disk_section(fs, cleanup=[logs_rule(logs)])]))
+    daemon.wait_for("cleanup", 10)
+    time.sleep(1.2)                                       # a second pass would show now
+    sv = os.statvfs(fs)
+    return finish(daemon, left=sorted(os.listdir(logs)), ballast=os.path.exists(f"{fs}/ballast"),
+                  free_pct=sv.f_bavail * 100 / sv.f_blocks)
+
+
+def inode_exhaustion() -> dict:
+    """1900 tiny rotated logs exhaust the inodes of a 2000-inode file system."""
+    fs = private_tmpfs(inodes=2000)
+    logs = f"{fs}/logs"
+    os.mkdir(logs)
+    for i in range(1900):
+        make(f"{logs}/tiny.log.{i}", 10, (3000 - i) * 60)
+    daemon = Daemon(base_config(disks=[disk_section(fs, cleanup=[logs_rule(logs)])]))
+    daemon.wait_for("cleanup", 10)
+    time.sleep(1.2)
+    left = sorted(int(n.rsplit(".", 1)[1]) for n in os.listdir(logs))
+    sv = os.statvfs(fs)
+    return finish(daemon, left_count=len(left), oldest_left=left[0], newest_left=left[-1],
+                  inodes_free_pct=sv.f_favail * 100 / sv.f_files)
+
+
+def two_disks() -> dict:
+    """Two file systems filled alike; only the one whose clean level is crossed
+    is cleaned, and each stops at its own `until`."""
+    fs_a, fs_b = private_tmpfs(), private_tmpfs()
+    for fs in (fs_a, fs_b):
+        os.mkdir(f"{fs}/logs")
+        for i in range(28):
+            make(f"{fs}/logs/app.log.{i}", 2 * MiB, (40 - i) * HOUR)
+    # 56 of 64 MiB used: 12.5% free. A cleans below 30% up to 50%; B only below 5%.
+    daemon = Daemon(base_config(disks=[
+        disk_section(fs_a, cleanup=[logs_rule(f"{fs_a}/logs")]),
+        disk_section(fs_b, free={"clean": "5%", "kill": "1%"}, until={"free": "10%", "inodes_free": "10%"},
+                     cleanup=[logs_rule(f"{fs_b}/logs")])]))
+    daemon.wait_for("cleanup", 10)
+    time.sleep(1.5)
+    return finish(daemon, a_left=len(os.listdir(f"{fs_a}/logs")), b_left=len(os.listdir(f"{fs_b}/logs")),
+                  a=fs_a, b=fs_b)
+
+
+HOLDER = r"""
+import os, sys, signal
+fds = []
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+    os.write(fd, b"\2" * (20 << 20))
+    fds.append(fd)
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+def deleted_open_logs() -> dict:
+    """A process keeps two deleted logs open; only the one matching
+    truncate_deleted is truncated, the other is reported by `status`."""
+    fs = private_tmpfs()
+    os.mkdir(f"{fs}/app")
+    make(f"{fs}/ballast", 10 * MiB, HOUR)                # with the two logs: 21.9% free
+    allowed, other = f"{fs}/app/rotated.log", f"{fs}/app/data.bin"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, allowed, other], stdout=subprocess.PIPE, text=True)
+    holder.victim_name = "holder"
+    assert holder.stdout.readline().strip() == "ready"
+    os.unlink(allowed)
+    os.unlink(other)
+    free_before = os.statvfs(fs).f_bavail * 4096
+    section = disk_section(fs, truncate_deleted=[f"{fs}/app/*.log"])
+    daemon = Daemon(base_config(disks=[section]))
+    truncated = daemon.wait_for("truncate", 10)
+    time.sleep(0.3)
+    free_after = os.statvfs(fs).f_bavail * 4096
+    status = subprocess.run([sys.executable, "-m", "oorkiller", "status", "-c", daemon.config_path, "--json"],
+                            capture_output=True, text=True, timeout=30)
+    observed = finish(daemon, truncated=truncated is not None, regained=free_after - free_before,
+                      status=status.stdout, status_rc=status.returncode, status_err=status.stderr[-2000:],
+                      allowed=allowed)
+    observed["ended"] = reap(holder)
+    return observed
+
+
+WRITER = r"""
+import os, sys, time, ctypes
+ctypes.CDLL(None).prctl(15, sys.argv[2].encode(), 0, 0, 0)
+rate = int(sys.argv[3]) << 20
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+chunk = b"\3" * (1 << 20)
+print("ready", flush=True)
+began, written = time.monotonic(), 0
+while time.monotonic() - began < 30:          # hard cap: the test fails, nothing else
+    os.pwrite(fd, chunk, 0)                   # overwrite in place: no space grows
+    written += len(chunk)
+    ahead = written / rate - (time.monotonic() - began)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+def writers(dry_run: bool = False) -> dict:
+    """Below `kill`, a writer at ~100 MiB/s goes; one at ~1 MiB/s stays."""
+    fs = private_tmpfs()
+    make(f"{fs}/ballast", 56 * MiB, HOUR)                # 12.5% free: below kill 20%
+    procs = []
+    for name, rate in (("fastwriter", 100), ("slowwriter", 1)):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, f"{fs}/{name}.out", name, str(rate)],
+                                stdout=subprocess.PIPE, text=True)
+        proc.victim_name = name
+        assert proc.stdout.readline().strip() == "ready"
+        procs.append(proc)
+    daemon = Daemon(base_config(disks=[disk_section(
+        fs, free={"clean": "30%", "kill": "20%"}, writer_rate="50MiB/s", term_timeout="2s")]),
+        *(["--dry-run"] if dry_run else []))
+    wait(lambda: procs[0].poll() is not None, 6 if dry_run else 15)
+    time.sleep(1.0)
+    observed = finish(daemon)
+    observed["ended"] = reap(*procs)
+    return observed
+
+
+def cleanup_beside_memory_hog(files: int = 100_000) -> dict:
+    """While a pass deletes 100,000 files, a memory hog is still killed in time."""
+    fs = private_tmpfs(size="256m", inodes=files + 2000)
+    logs = f"{fs}/logs"
+    os.mkdir(logs)
+    then = time.time() - 2 * HOUR
+    for i in range(files):
+        path = f"{logs}/t.log.{i}"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+        os.utime(path, (then, then + i / 1000))
+    available = mem_available()
+    config = base_config(
+        memory={"enabled": True, "interval": "1s", "term_timeout": "2s",
+                "available": {"term": available - 600 * MiB, "kill": available - 2000 * MiB}},
+        disks=[disk_section(fs, interval="1s", inodes_free={"clean": "50%", "kill": "1%"},
+                            until={"free": "50%", "inodes_free": "99%"}, cleanup=[logs_rule(logs)])])
+    daemon = Daemon(config)
+    began = time.monotonic()
+    passing = wait(lambda: len(os.listdir(logs)) < files, 10)    # the pass has begun
+    hog = victim("hog", "hog", "--chunk", "64", "--pause", "0.02", "--cap", "2000")
+    hog_started = time.monotonic()
+    hog_died = wait(lambda: hog.poll() is not None, 20)
+    hog_after = time.monotonic() - hog_started
+    left_at_kill = len(os.listdir(logs))
+    daemon.wait_for("cleanup", 60)
+    pass_ended = time.monotonic() - began
+    return finish(daemon, passing=passing, hog_died=hog_died, hog_after=hog_after,
+                  left_at_kill=left_at_kill, pass_seconds=pass_ended, left=len(os.listdir(logs)),
+                  ended=reap(hog))
