@@ -97,10 +97,12 @@ def mem_available() -> int:
     raise RuntimeError("no MemAvailable")
 
 
-def victim(kind: str, name: str, *options: str, wait_ready: bool = True) -> subprocess.Popen:
-    """Start a victim program (tests/victims.py) and wait for its `ready`."""
+def victim(kind: str, name: str, *options: str, wait_ready: bool = True,
+           pgid: int | None = None) -> subprocess.Popen:
+    """Start a victim program (tests/victims.py) and wait for its `ready`.
+    `pgid=0` makes it lead a new process group; another pgid joins that group."""
     proc = subprocess.Popen([sys.executable, VICTIMS, kind, "--name", name, *options],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, process_group=pgid)
     proc.victim_name = name
     if wait_ready:
         line = proc.stdout.readline()

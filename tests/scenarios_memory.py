@@ -107,3 +107,23 @@ def reused_pid() -> dict:
     return {"same_pid": same_pid, "late_targets": len(late_targets),
             "early_result": early_result, "second_alive": second.poll() is None,
             "ended": reap(second)}
+
+
+def group_kill() -> dict:
+    """With `kill: process_group`, the hog's whole group goes in one action."""
+    leader = victim("sleeper", "member1", "--size", "50", pgid=0)
+    member = victim("sleeper", "member2", "--size", "50", pgid=leader.pid)
+    outsider = victim("sleeper", "outsider", "--size", "50")
+    available = mem_available()
+    memory = memory_section(available - 600 * MiB, available - 3000 * MiB, term_timeout="1s")
+    memory["kill"] = "process_group"
+    config = base_config(memory=memory)
+    daemon = Daemon(config)
+    hog = victim("hog", "grouphog", "--chunk", "64", "--pause", "0.05", "--cap", "1200",
+                 pgid=leader.pid)
+    wait_exit(hog, 20)
+    wait_exit(leader, 5)
+    time.sleep(0.5)
+    stopped = daemon.stop()
+    return {"pgid": leader.pid, "ended": reap(hog, leader, member, outsider),
+            "records": records_of(daemon), "stopped": stopped}

@@ -230,25 +230,36 @@ class OpenVSwitch:
         return stopped
 
 
-def ovs_guests_same_mac() -> dict:
-    """Two guests' ports on an OVS bridge declare one attached-mac."""
+def ovs_guests_same_mac(action: str = "alert") -> dict:
+    """Two guests' ports on an OVS bridge declare one attached-mac (their taps
+    carry it with 0xfe first, as libvirt does). Then two OVS internal ports
+    (taps too, in the userspace datapath) are given one MAC, the newest last."""
     from sandbox import Daemon
     switch = OpenVSwitch()
     try:
         guest_mac = "52:54:00:ab:cd:ef"
         switch.vsctl("add-br", "ovsbr0", "--", "set", "Bridge", "ovsbr0", "datapath_type=netdev")
-        for port, own_mac in (("vnet7", "fe:54:00:00:00:07"), ("vnet8", "fe:54:00:00:00:08")):
-            tap(port, own_mac)
+        for port in ("vnet7", "vnet8"):
+            tap(port, "fe:54:00:ab:cd:ef")
             switch.vsctl("add-port", "ovsbr0", port, "--", "set", "Interface", port,
                          f"external_ids:attached-mac={guest_mac}")
         os.environ["OVS_RUNDIR"] = switch.dir        # the daemon inherits it
-        daemon = Daemon(network_config())
+        daemon = Daemon(network_config(action))
         seen = daemon.wait_for("duplicate-mac", 15, kind="ovs")
+        down = daemon.wait_for("down", 5) if action == "down" else None
+        internal = None
+        if action == "down":
+            for port in ("int1", "int2"):
+                switch.vsctl("add-port", "ovsbr0", port, "--", "set", "Interface", port,
+                             "type=internal", "mac=\"02:00:00:00:1a:1a\"")
+                ip("link", "set", port, "up")
+            internal = daemon.wait_for("down", 15, mac="02:00:00:00:1a:1a")
         settle()
+        state = {name: operstate_flags(name) for name in os.listdir("/sys/class/net")}
         stopped = daemon.stop()
         listed = switch.vsctl("--format=json", "--columns=name,mac_in_use,external_ids,type",
                               "list", "Interface")
-        return {"seen": seen, "records": network_records(daemon), "stopped": stopped,
-                "listed": json.loads(listed)}
+        return {"seen": seen, "down": down, "internal": internal, "state": state,
+                "records": network_records(daemon), "stopped": stopped, "listed": json.loads(listed)}
     finally:
         switch.stop()

@@ -113,3 +113,14 @@ def test_dry_run_records_the_kill_and_signals_nothing():
     assert decided and all(r["dry_run"] == "yes" and r["name"] == "hog" for r in decided)
     assert actions(result["records"], "reclaimed") == []
     stopped_cleanly(result)
+
+
+def test_kill_process_group_takes_the_whole_group_in_one_action():
+    result = in_pid_namespace("scenarios_memory", "group_kill")
+    ended = result["ended"]
+    assert ended["outsider"] == "alive"
+    assert all(ended[n] in (TERMED, KILLED) for n in ("grouphog", "member1", "member2")), ended
+    (term,) = actions(result["records"], "term")
+    assert term["unit"] == "process_group" and term["group"] == str(result["pgid"])
+    assert term["processes"] == "3"
+    stopped_cleanly(result)
