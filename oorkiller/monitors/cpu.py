@@ -1,0 +1,288 @@
+"""The CPU shield: when the CPUs stay saturated, kill what creates the load.
+
+Every step reads the machine (held fds): the busy share of all CPUs from
+/proc/stat, the 1-minute load average per CPU from /proc/loadavg and,
+optionally, PSI `some avg10` from /proc/pressure/cpu. Each configured level
+(0 = not checked) must hold at every reading for `for` seconds in a row; a
+shorter burst never triggers.
+
+Only while every condition holds does the shield sample the processes
+(`ProcTable.sample_cpu`, one pread per process), so an idle or merely busy
+machine costs three small reads per interval. The samples of the stretch form
+the window (shares.UsageWindow), so once the conditions have held for `for`,
+the culprit is measured over exactly that time: what each process used in it,
+not its lifetime total. A unit (process, process group or cgroup, `kill:`) is
+killed only if it used at least `min_share` of all CPUs over the window.
+
+After an action is over, a `cooldown` passes and the conditions must hold a
+whole `for` again: the load average lags by a minute, and the next decision
+must see the machine as it is without the last victim.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from oorkiller import shares
+from oorkiller._proctable import ProcTable
+from oorkiller._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
+from oorkiller.actions import KILL_WAIT, Action, take_targets
+from oorkiller.monitors.base import Monitor
+from oorkiller.rules import cgroup_path
+
+HZ = os.sysconf("SC_CLK_TCK")
+CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
+STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures busy over when it has no history
+FOLLOW_EXTRA = 2.0         # seconds a group is followed beyond its action's longest time
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+class CpuMonitor(Monitor):
+    name = "cpu"
+
+    def __init__(self, context):
+        super().__init__(context)
+        root = context.proc_root
+        self.stat_file = HeldFile(f"{root}/stat")
+        self.loadavg_file = HeldFile(f"{root}/loadavg")
+        self.psi_file = self._open_psi(root)
+        self.table = ProcTable(root, context.self_pid)
+        self.window = shares.UsageWindow(self.cfg.for_)
+        self.cgroups: dict[int, str] = {}       # serial -> cgroup path (read once)
+        self.times = parse_cpu_stat(self.stat_file.read())
+        self.reading: dict | None = None         # the last judged reading
+        self.held_since: float | None = None     # when every condition began to hold
+        self.action = None                       # our action under way, if any
+        self.cooldown_until = 0.0
+        self.said_nothing = False                # nothing-to-kill recorded in this stretch
+
+    @property
+    def cfg(self):
+        return self.context.config.cpu
+
+    @property
+    def interval(self) -> float:
+        return self.cfg.interval
+
+    def _open_psi(self, root):
+        if self.context.config.cpu.pressure.some_avg10 <= 0:
+            return None
+        try:
+            return HeldFile(f"{root}/pressure/cpu")
+        except OSError:
+            return None            # no PSI in this kernel: the level cannot be checked
+
+    # ------------------------------------------------------------- reading
+    def read(self) -> dict:
+        """busy (0..1) since the previous reading, load per CPU, PSI some avg10."""
+        times = parse_cpu_stat(self.stat_file.read())
+        busy = cpu_busy_fraction(self.times, times)
+        self.times = times
+        ncpu = max(times.ncpu, 1)
+        load1 = parse_loadavg(self.loadavg_file.read())[0]
+        psi = parse_psi(self.psi_file.read()).some_avg10 if self.psi_file is not None else None
+        self.reading = {"busy": busy, "load_per_cpu": load1 / ncpu, "psi_some_avg10": psi, "ncpu": ncpu}
+        return self.reading
+
+    def conditions(self, reading: dict) -> tuple[bool, str]:
+        """(every configured level is reached, the reason text)."""
+        cfg, parts = self.cfg, []
+        if cfg.usage > 0:
+            if reading["busy"] < cfg.usage:
+                return False, ""
+            parts.append(f"CPU busy {percent(reading['busy'])} >= {percent(cfg.usage)}")
+        if cfg.load_per_cpu > 0:
+            if reading["load_per_cpu"] < cfg.load_per_cpu:
+                return False, ""
+            parts.append(f"load {reading['load_per_cpu']:.2f}/CPU >= {cfg.load_per_cpu:g}")
+        limit = cfg.pressure.some_avg10
+        if limit > 0:
+            psi = reading["psi_some_avg10"]
+            if psi is None or psi < limit:
+                return False, ""
+            parts.append(f"CPU PSI some avg10 {psi:.2f} >= {limit:g}")
+        if not parts:
+            return False, ""       # nothing configured: nothing can hold
+        return True, ", ".join(parts) + f" for {cfg.for_:g}s"
+
+    # ------------------------------------------------------------- stepping
+    def step(self, now: float) -> float:
+        reading = self.read()
+        if self.action is not None:
+            if not self.action.done.is_set():
+                self.state = "acting"
+                return self.interval
+            self._action_over(now)
+        if now < self.cooldown_until:
+            self.state = "acting"
+            return min(self.interval, self.cooldown_until - now)
+        self.state = "ok"
+        holding, reason = self.conditions(reading)
+        if not holding:
+            self._end_stretch()
+            return self.interval
+        if self.held_since is None:
+            self.held_since = now
+        self.sample(self.window, now)
+        if now - self.held_since >= self.cfg.for_:
+            self._decide(reason)
+        return self.interval
+
+    def _end_stretch(self) -> None:
+        if self.held_since is not None:
+            self.held_since = None
+            self.window.clear()
+        self.said_nothing = False
+
+    def _action_over(self, now: float) -> None:
+        self.action = None
+        self.cooldown_until = now + self.cfg.cooldown
+        self._end_stretch()          # the next decision needs a whole fresh window
+
+    # ------------------------------------------------------------- measuring
+    def sample(self, window: shares.UsageWindow, now: float) -> None:
+        """One sample of every candidate's CPU ticks into `window`."""
+        added, removed = self.table.refresh()
+        self.context.rules.apply(self.table, added)
+        for proc in removed:
+            self.cgroups.pop(proc.serial, None)
+        self.table.sample_cpu()
+        # starttime is in ticks since boot (CLOCK_BOOTTIME); the window runs on `now`.
+        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+        born = {p.serial: p.starttime / HZ - boot_to_now for p in added}
+        counters = {p.serial: p.cpu_ticks for p in self.table.entries() if p.eligible}
+        window.add(now, counters, born)
+
+    def capacity(self, window: shares.UsageWindow) -> float:
+        """Ticks all CPUs could have run over the window."""
+        return (self.reading or self.read())["ncpu"] * window.seconds * HZ
+
+    def cgroup_of(self, proc) -> str:
+        path = self.cgroups.get(proc.serial)
+        if path is None:
+            try:
+                path = cgroup_path(self.table.read_cgroup(proc))
+            except OSError:
+                path = ""
+            self.cgroups[proc.serial] = path
+        return path
+
+    def min_share(self) -> int:
+        return int(round(self.cfg.min_share * 1000))
+
+    # ------------------------------------------------------------- acting
+    def _decide(self, reason: str) -> None:
+        choice = shares.choose(self.cfg.kill, self.table.entries(), self.window.usage(),
+                               self.capacity(self.window), self.min_share(),
+                               self.context.self_pid, self.cgroup_of)
+        if choice is None:
+            self._nothing_to_kill(reason)
+            return
+        unit = choice.unit
+        members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
+        targets = take_targets(self.table, members)
+        if not targets:
+            return                               # all gone already; read again
+        share = percent(unit.share / 1000)
+        fields = {"user": unit.leader.uid, "score": choice.candidate.score, "share": share,
+                  "window": f"{self.window.seconds:.0f}s", "unit": unit.kind}
+        if unit.kind != "process":
+            fields.update(group=unit.key, processes=len(targets))
+        if choice.fallback_reason:
+            fields["unit_refused"] = choice.fallback_reason
+        action = Action(resource=self.name, targets=targets, reason=reason, fields=fields,
+                        first_signal=signal.SIGTERM, term_timeout=self.cfg.term_timeout,
+                        dry_run=self.context.dry_run, measure=lambda: {"share": share})
+        if not self.context.executor.submit(action):
+            for target in targets:
+                os.close(target.pidfd)
+            return
+        self.action = action
+        self.state = "acting"
+        if unit.kind != "process" and not self.context.dry_run:
+            self._follow(unit, action, {t.pid for t in targets})
+
+    def _follow(self, unit, action, known_pids) -> None:
+        """Catch what the group forks after the choice, on a thread of its own."""
+        context = self.context
+        longest = self.cfg.term_timeout + KILL_WAIT + FOLLOW_EXTRA
+
+        def run():
+            late = shares.follow_unit(lambda: ProcTable(context.proc_root, context.self_pid),
+                                      context.rules, unit, known_pids, action.done, longest)
+            if late:
+                context.writer.emit(
+                    "kill", "warning", resource=self.name, pid=unit.leader.pid,
+                    name=unit.leader.comm, unit=unit.kind, group=unit.key, processes=late,
+                    signal="SIGKILL", reason=f"joined {unit.kind} {unit.key} after it was chosen",
+                    dry_run="no")
+
+        threading.Thread(target=run, name="cpu-follow", daemon=True).start()
+
+    def _nothing_to_kill(self, reason: str) -> None:
+        if self.said_nothing:
+            return                               # once per stretch, not per reading
+        self.said_nothing = True
+        self.context.writer.emit(
+            "nothing-to-kill", "info", resource=self.name,
+            reason=f"{reason}; no unit used {percent(self.cfg.min_share)} of the CPUs "
+                   f"(min_share) over {self.window.seconds:.0f}s",
+            dry_run="yes" if self.context.dry_run else "no")
+
+    # ------------------------------------------------------------- reporting
+    def status(self) -> dict:
+        reading = self.reading
+        if reading is None:                      # a fresh monitor (`oorkiller status`)
+            time.sleep(STATUS_WINDOW)
+            reading = self.read()
+        cfg = self.cfg
+        held = time.monotonic() - self.held_since if self.held_since is not None else 0.0
+        out = {
+            "resource": self.name, "state": self.state,
+            "busy_pct": round(reading["busy"] * 100, 1), "usage_level_pct": round(cfg.usage * 100, 1),
+            "load_per_cpu": round(reading["load_per_cpu"], 2), "load_per_cpu_level": cfg.load_per_cpu,
+            "psi_some_avg10": reading["psi_some_avg10"], "psi_level": cfg.pressure.some_avg10,
+            "ncpu": reading["ncpu"], "held_for": round(held, 1), "for": cfg.for_,
+            "min_share_pct": round(cfg.min_share * 100, 1),
+        }
+        return out
+
+    def candidates(self, top: int) -> dict:
+        """Units ranked by what they used over a short window measured now."""
+        window = shares.UsageWindow(CANDIDATE_WINDOW)
+        self.read()
+        self.sample(window, time.monotonic())
+        time.sleep(CANDIDATE_WINDOW)
+        self.read()
+        self.sample(window, time.monotonic())
+        entries, used, capacity = self.table.entries(), window.usage(), self.capacity(window)
+        kinds = shares.LEVELS if self.cfg.kill == "auto" else ("process", self.cfg.kill)
+        ranked, excluded = [], []
+        for kind in kinds:
+            for unit in shares.units(kind, entries, used, capacity, self.context.self_pid, self.cgroup_of):
+                if kind != "process" and len(unit.members) == 1:
+                    continue                     # the same process, already listed
+                if unit.refusal:
+                    excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
+                                     "reason": f"{kind} {unit.key} {unit.refusal}"})
+                    continue
+                ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
+                               "unit": kind, "group": unit.key, "processes": len(unit.members),
+                               "share": unit.share, "adjust": unit.adjust, "score": unit.score,
+                               "enough": unit.share >= self.min_share(), "cpu_ticks": unit.work})
+        ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
+        excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
+                     for p in entries if p.note is not None and not p.note.eligible]
+        return {"ranked": ranked[:top], "excluded": excluded}
+
+    def close(self) -> None:
+        self.stat_file.close()
+        self.loadavg_file.close()
+        if self.psi_file is not None:
+            self.psi_file.close()
+        self.table.close()
