@@ -127,7 +127,9 @@ def test_a_hook_does_not_inherit_the_daemons_oom_protection(tmp_path, hooks_for)
     with open("/proc/self/oom_score_adj") as f:
         saved = f.read().strip()
     with open("/proc/self/oom_score_adj", "w") as f:
-        f.write("-900")                  # as the daemon is: -1000 in production
+        # The daemon runs at -1000; lowering needs CAP_SYS_RESOURCE, which test
+        # machines may lack, so inherit a raised value instead: same promise.
+        f.write("500")
     try:
         hooks.after("kill", kill_fields())
     finally:
