@@ -184,7 +184,7 @@ def writers(dry_run: bool = False) -> dict:
     daemon = Daemon(base_config(disks=[disk_section(
         fs, free={"clean": "30%", "kill": "20%"}, writer_rate="50MiB/s", term_timeout="2s")]),
         *(["--dry-run"] if dry_run else []))
-    wait(lambda: procs[0].poll() is not None, 6 if dry_run else 15)
+    wait(lambda: procs[0].poll() is not None, 3 if dry_run else 15)
     time.sleep(1.0)
     observed = finish(daemon)
     observed["ended"] = reap(*procs)

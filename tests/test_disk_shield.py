@@ -56,7 +56,7 @@ def test_a_deleted_open_log_matching_truncate_deleted_is_truncated():
     assert record["file"] == result["allowed"] and record["resource"] == "disk"
     assert result["regained"] >= 19 << 20, "the truncated file's space came back"
     assert result["status_rc"] == 0, result["status_err"]
-    (disk,) = [row for row in json.loads(result["status"]) if row["resource"] == "disk"]
+    (disk,) = [row for row in json.loads(result["status"])["resources"] if row["resource"] == "disk"]
     # the daemon is stopped when status runs: both files are deleted-open, one truncated to 0
     assert disk["deleted_open_files"] == 2 and 19 << 20 <= disk["deleted_open_bytes"] < 21 << 20
     assert result["ended"] == {"holder": "alive"}
