@@ -202,10 +202,11 @@ class DiskMonitor(Monitor):
         disk.remember(reading)
         disk.state, disk.reason = disk.judge(reading)
         if disk.state != "ok" and disk.cfg.cleanup and not disk.worker.busy:
-            disk.worker.start(lambda: self._cleanup_pass(disk))
+            reason = disk.reason       # the pass outlives this reading
+            disk.worker.start(lambda: self._cleanup_pass(disk, reason))
 
     # ------------------------------------------------------------- cleanup
-    def _cleanup_pass(self, disk: Disk) -> None:
+    def _cleanup_pass(self, disk: Disk, reason: str) -> None:
         """Runs on the disk's cleanup thread; one `cleanup` record per pass."""
         path = disk.cfg.path
         try:
@@ -233,7 +234,7 @@ class DiskMonitor(Monitor):
         fields = dict(resource="disk", path=path, files=result.files, bytes=format_size(result.bytes),
                       free_before=format_size(before.free), free_after=format_size(after.free),
                       inodes_before=before.inodes_free, inodes_after=after.inodes_free,
-                      reason=disk.reason or "below clean level",
+                      reason=reason,
                       time_to_full=format_duration(disk.time_to_full()),
                       dry_run="yes" if self.context.dry_run else "no")
         if result.kept_flocked:
