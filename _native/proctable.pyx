@@ -115,9 +115,11 @@ def raise_fd_limit(int wanted=WANTED_FD_LIMIT):
 
 
 cdef inline int64_t memory_score(int oom_score, int adjust) noexcept nogil:
-    # /proc/PID/oom_score is (1000 + share + oom_score_adj) * 2 / 3, share in
-    # thousandths of RAM+swap (fs/proc/base.c); undo the scaling.
-    return <int64_t>oom_score * 3 // 2 - 1000 + adjust
+    # /proc/PID/oom_score is (1000 + share + oom_score_adj) * 2 / 3 in integer
+    # arithmetic, share in thousandths of RAM+swap (fs/proc/base.c). Undo the
+    # scaling, taking the top of the range the truncation left (a process with
+    # no memory reads 666, which is 999 or 1000: it gets 0, not -1).
+    return (<int64_t>oom_score * 3 + 2) // 2 - 1000 + adjust
 
 
 cdef class Proc:
@@ -157,7 +159,7 @@ cdef class Proc:
 
     @property
     def memory_score(self):
-        """oom_score*3/2 - 1000 + adjust: thousandths of RAM+swap, with
+        """(oom_score*3+2)//2 - 1000 + adjust: thousandths of RAM+swap, with
         oom_score_adj (added by the kernel) and the rules' `adjust`."""
         return memory_score(self.oom_score, self.adjust)
 
