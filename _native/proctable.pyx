@@ -625,6 +625,20 @@ cdef class ProcTable:
             raise _gone_error(proc) from None
         return b"".join(chunks)
 
+    def read_stat(self, Proc proc not None):
+        """Re-reads the held `stat` of one entry (fresh cpu_ticks for the few
+        candidates a choice looks at). Raises ProcessLookupError when the
+        process is gone or its PID now names another process."""
+        cdef ssize_t n
+        cdef pp_pidstat stat
+        if not proc.alive:
+            raise _gone_error(proc)
+        n = self._read_slot(proc, STAT_FD, self._buf, READ_BUFFER)
+        if n < 0 or pp_parse_pidstat(self._buf, n, &stat) < 0 or stat.starttime != proc.starttime:
+            raise _gone_error(proc)
+        self._set_stat(proc, &stat)
+        return proc.cpu_ticks
+
     def read_status(self, Proc proc not None):
         """/proc/PID/status as a PidStatus; also sets proc.rss_bytes."""
         status = parse_pid_status(self._read_whole(proc, "status"))

@@ -398,3 +398,24 @@ def test_running_out_of_fds_degrades_without_failing():
     found, missing, unheld, all_scored = result.stdout.split()
     assert int(missing) == 0 and all_scored == "True"
     assert int(unheld) > 0  # some entries live without held fds
+
+
+def test_read_stat_refreshes_one_entry_and_refuses_a_dead_one():
+    import subprocess, sys
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend=time.process_time()+0.3\nwhile time.process_time()<end: pass\ninput()"],
+                             stdin=subprocess.PIPE)
+    try:
+        table = ProcTable("/proc", self_pid=os.getpid())
+        table.refresh()
+        entry = table.get(child.pid)
+        first = entry.cpu_ticks
+        import time
+        time.sleep(0.5)
+        assert table.read_stat(entry) >= first
+        assert entry.cpu_ticks >= 20, "0.3 s of CPU is at least 20 ticks at any HZ >= 100"
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(ProcessLookupError):
+        table.read_stat(entry)

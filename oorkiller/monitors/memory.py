@@ -219,6 +219,7 @@ class MemoryMonitor(Monitor):
             try:
                 adj = self.table.read_oom_score_adj(proc)
                 status = self.table.read_status(proc)
+                self.table.read_stat(proc)            # fresh CPU time: rule 1
             except OSError:
                 continue                      # vanished since the ranking
             kernel_points = proc.memory_score - proc.adjust   # share + oom_score_adj
