@@ -107,12 +107,12 @@ class NetworkMonitor(Monitor):
     # ------------------------------------------------------------ reading
     def scan(self, now: float):
         """(links, duplicates, ovs_internal) as of now; no records written."""
-        links = netscan.read_links(self.context.sys_root)
+        names, links = netscan.read_shared_links(self.context.sys_root)
         rows = self._ovs_rows()
         internal = frozenset(r.name for r in rows if r.internal)
         found = netscan.find_duplicates(links, self.cfg.ignore, internal,
                                         frozenset(r.name for r in rows))
-        by_ovs = ovs.find_duplicates(rows, frozenset(l.name for l in links), self.cfg.ignore)
+        by_ovs = ovs.find_duplicates(rows, frozenset(names), self.cfg.ignore)
         # The OVS view of a set of guest taps says more (the guest MAC, the
         # port names): keep it, drop the tap-address view of the same set.
         ovs_sets = {d.interfaces for d in by_ovs}
