@@ -158,6 +158,12 @@ class RuleSet:
             return "vanished"
         return ""
 
+    def rejudge(self, table, proc) -> bool:
+        """Judge again with fresh facts (exec and prctl change a name; a rule
+        must see the process as it is when it is chosen). True if eligible."""
+        self.apply(table, [proc])
+        return proc.eligible
+
     def apply(self, table, procs) -> None:
         """Judge new table entries and store the verdict in them."""
         for proc in procs:

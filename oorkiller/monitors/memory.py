@@ -26,6 +26,7 @@ MIN_SLEEP = 0.002           # never poll more often than this
 WARM_ZONE = 4.0             # keep the ranking warm within this many intervals of term
 WARM_REFRESH = 0.1          # seconds between warm re-rankings
 RANK_DEPTH = 16             # candidates examined in detail per choice
+RULES_SWEEP = 30.0          # seconds between re-judgements of excluded processes
 
 SEVERITY = {None: 0, "term": 1, "kill": 2}
 
@@ -83,6 +84,7 @@ class MemoryMonitor(Monitor):
         self.last_available = None
         self.last_read_at = None
         self.action = None                    # our action under way, if any
+        self.swept_at = 0.0
         self._refresh_table()
 
     @property
@@ -166,6 +168,9 @@ class MemoryMonitor(Monitor):
             self.state = "ok"
             if self._near(mem, lv):
                 self._warm_up(now)
+            elif now - self.swept_at >= RULES_SWEEP:
+                self._sweep_rules()
+                self.swept_at = now
         sleep = self._next_sleep(mem, lv, now)
         self.last_available, self.last_read_at = mem.available, now
         return sleep
@@ -189,6 +194,22 @@ class MemoryMonitor(Monitor):
         added, _ = self.table.refresh()
         new = added if isinstance(added, list) else [p for p in self.table.entries() if p.note is None]
         self.context.rules.apply(self.table, new)
+
+    def _sweep_rules(self) -> None:
+        """A process judged between fork and exec carries its parent's name
+        (a shell forked by sshd is born 'sshd'): judge again every process a
+        rule excluded whose name has changed since."""
+        for proc in self.table.entries():
+            note = proc.note
+            if note is None or note.eligible or proc.kthread or proc.pid == self.context.self_pid:
+                continue
+            name = proc.comm
+            try:
+                self.table.read_stat(proc)
+            except OSError:
+                continue
+            if proc.comm != name:
+                self.context.rules.rejudge(self.table, proc)
 
     def _warm_up(self, now: float) -> None:
         if now - self.warm_at < WARM_REFRESH:
@@ -217,11 +238,13 @@ class MemoryMonitor(Monitor):
         found = []
         for proc in ranked:
             try:
+                self.table.read_stat(proc)            # fresh name and CPU time
+                if not self.context.rules.rejudge(self.table, proc):
+                    continue                          # it became protected
                 adj = self.table.read_oom_score_adj(proc)
                 status = self.table.read_status(proc)
-                self.table.read_stat(proc)            # fresh CPU time: rule 1
             except OSError:
-                continue                      # vanished since the ranking
+                continue                              # vanished since the ranking
             kernel_points = proc.memory_score - proc.adjust   # share + oom_score_adj
             reclaim = status.vm_rss + status.vm_swap
             found.append(victims.Candidate(
