@@ -215,13 +215,19 @@ def short_burst() -> dict:
 def busy_but_healthy() -> dict:
     """Both CPUs at 100% from two single-thread spinners (load per CPU about 1),
     under the embedded default cpu settings with a short `for`."""
+    load_before = load_per_cpu_now()
+    if load_before >= 2.5:
+        return {"skipped": f"the machine is already loaded: {load_before:.1f} per CPU"}
     daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s"}))
     first = start("spin", "compiler1", 1, 20)
     second = start("spin", "compiler2", 1, 20)
     busy = busy_share(9)
+    return finish(daemon, first, second, busy=busy, load_per_cpu=load_per_cpu_now())
+
+
+def load_per_cpu_now() -> float:
     with open("/proc/loadavg") as f:
-        load_per_cpu = float(f.read().split()[0]) / os.cpu_count()
-    return finish(daemon, first, second, busy=busy, load_per_cpu=load_per_cpu)
+        return float(f.read().split()[0]) / os.cpu_count()
 
 
 def group_of_twenty(fork_every: float = 0.0) -> dict:

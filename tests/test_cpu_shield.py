@@ -3,6 +3,8 @@ scoped to the test's own processes, against real spinners (SPEC §1, §3 `cpu`,
 §4 records, §5). The machine has 2 CPUs; tests use a short `for`."""
 import signal
 
+import pytest
+
 from sandbox import in_pid_namespace
 
 TERMED = -signal.SIGTERM
@@ -16,6 +18,20 @@ def actions(records, *events):
 def stopped_cleanly(result):
     assert result["stopped"]["rc"] == 0
     assert result["stopped"]["stop_seconds"] < 1.0
+
+
+# First in this file: the group tests below raise the 1-minute load average.
+def test_a_busy_but_healthy_machine_keeps_its_compilers():
+    # Embedded defaults: usage 98% AND load_per_cpu 4.0; both CPUs are saturated,
+    # but the load per CPU stays about 1, so the conditions never all hold.
+    result = in_pid_namespace("scenarios_cpu", "busy_but_healthy")
+    if "skipped" in result:       # the load average is machine-wide and lags a minute
+        pytest.skip(result["skipped"])
+    assert result["busy"] > 0.95, "the scenario must really saturate the CPUs"
+    assert result["load_per_cpu"] < 4.0
+    assert result["ended"] == {"compiler1": "alive", "compiler2": "alive"}
+    assert actions(result["records"], "term", "kill", "nothing-to-kill") == []
+    stopped_cleanly(result)
 
 
 def test_the_process_creating_most_of_the_load_is_killed_and_the_other_survives():
@@ -57,17 +73,6 @@ def test_a_fork_bomb_that_ignores_sigterm_loses_the_children_it_forks_after_the_
     assert kills and all(k["group"] == str(result["pgid"]) for k in kills)
     late = [k for k in kills if "after it was chosen" in k["reason"]]
     assert late and int(late[0]["processes"]) >= 1, "children forked after the choice are caught"
-    stopped_cleanly(result)
-
-
-def test_a_busy_but_healthy_machine_keeps_its_compilers():
-    # Embedded defaults: usage 98% AND load_per_cpu 4.0; both CPUs are saturated,
-    # but the load per CPU stays about 1, so the conditions never all hold.
-    result = in_pid_namespace("scenarios_cpu", "busy_but_healthy")
-    assert result["busy"] > 0.95, "the scenario must really saturate the CPUs"
-    assert result["load_per_cpu"] < 4.0
-    assert result["ended"] == {"compiler1": "alive", "compiler2": "alive"}
-    assert actions(result["records"], "term", "kill", "nothing-to-kill") == []
     stopped_cleanly(result)
 
 

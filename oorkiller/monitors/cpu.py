@@ -78,16 +78,24 @@ class CpuMonitor(Monitor):
             return None            # no PSI in this kernel: the level cannot be checked
 
     # ------------------------------------------------------------- reading
-    def read(self) -> dict:
-        """busy (0..1) since the previous reading, load per CPU, PSI some avg10."""
+    def read(self, everything: bool = True) -> dict:
+        """busy (0..1) since the previous reading, load per CPU, PSI some avg10.
+        With everything=False, load and PSI are read only when the busy share
+        reaches its level (or is not checked): an idle step is one pread."""
         times = parse_cpu_stat(self.stat_file.read())
         busy = cpu_busy_fraction(self.times, times)
         self.times = times
         ncpu = max(times.ncpu, 1)
-        load1 = parse_loadavg(self.loadavg_file.read())[0]
-        psi = parse_psi(self.psi_file.read()).some_avg10 if self.psi_file is not None else None
-        self.reading = {"busy": busy, "load_per_cpu": load1 / ncpu, "psi_some_avg10": psi, "ncpu": ncpu}
-        return self.reading
+        reading = {"busy": busy, "load_per_cpu": None, "psi_some_avg10": None, "ncpu": ncpu}
+        if everything or busy >= self.cfg.usage:
+            self._read_load(reading)
+        self.reading = reading
+        return reading
+
+    def _read_load(self, reading: dict) -> None:
+        reading["load_per_cpu"] = parse_loadavg(self.loadavg_file.read())[0] / reading["ncpu"]
+        if self.psi_file is not None:
+            reading["psi_some_avg10"] = parse_psi(self.psi_file.read()).some_avg10
 
     def conditions(self, reading: dict) -> tuple[bool, str]:
         """(every configured level is reached, the reason text)."""
@@ -97,7 +105,7 @@ class CpuMonitor(Monitor):
                 return False, ""
             parts.append(f"CPU busy {percent(reading['busy'])} >= {percent(cfg.usage)}")
         if cfg.load_per_cpu > 0:
-            if reading["load_per_cpu"] < cfg.load_per_cpu:
+            if reading["load_per_cpu"] is None or reading["load_per_cpu"] < cfg.load_per_cpu:
                 return False, ""
             parts.append(f"load {reading['load_per_cpu']:.2f}/CPU >= {cfg.load_per_cpu:g}")
         limit = cfg.pressure.some_avg10
@@ -112,7 +120,7 @@ class CpuMonitor(Monitor):
 
     # ------------------------------------------------------------- stepping
     def step(self, now: float) -> float:
-        reading = self.read()
+        reading = self.read(everything=False)
         if self.action is not None:
             if not self.action.done.is_set():
                 self.state = "acting"
@@ -240,6 +248,8 @@ class CpuMonitor(Monitor):
         if reading is None:                      # a fresh monitor (`oorkiller status`)
             time.sleep(STATUS_WINDOW)
             reading = self.read()
+        if reading["load_per_cpu"] is None:
+            self._read_load(reading)
         cfg = self.cfg
         held = time.monotonic() - self.held_since if self.held_since is not None else 0.0
         out = {
