@@ -54,6 +54,7 @@ def test_a_reused_fd_number_is_never_truncated(tmp_path):
     path = str(tmp_path / "gone.log")
     fd = open_deleted(path, 8192)
     (entry,) = [e for e in deleted.find_open_deleted({os.fstat(fd).st_dev}).values() if e.path == path]
+    keep = os.dup(fd)        # keeps the inode alive, so only the fd NUMBER is reused
     os.close(fd)
     other = open_deleted(str(tmp_path / "other.log"), 8192)   # likely the same fd number
     try:
@@ -62,6 +63,7 @@ def test_a_reused_fd_number_is_never_truncated(tmp_path):
         assert os.fstat(other).st_size == 8192
     finally:
         os.close(other)
+        os.close(keep)
 
 
 def test_globs_match_the_original_path():
