@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 STALE_FLOOR = 5.0            # seconds: a monitor is never called stale sooner
 TEST_HANG_VARIABLE = "OORKILLER_TEST_HANG_MONITOR"
@@ -40,7 +41,10 @@ class Notifier:
         self._sock = None
         self._lock = threading.Lock()
         if address is not None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: when systemd is slow to read, a message is dropped
+            # rather than stalling the daemon's main loop.
+            self._sock = socket.socket(socket.AF_UNIX,
+                                       socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Notifier":
@@ -53,8 +57,8 @@ class Notifier:
     def send(self, *lines: str) -> bool:
         """One datagram; False when not under systemd or when it fails.
 
-        A failure is not an error for the daemon: systemd may be restarting,
-        and the shields must go on regardless.
+        A failure (no listener, a full queue) is not an error for the daemon:
+        systemd may be restarting, and the shields must go on regardless.
         """
         if self._sock is None:
             return False
@@ -70,7 +74,9 @@ class Notifier:
         return self.send("READY=1", *([f"STATUS={_one_line(status)}"] if status else []))
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1")
+        """Sent when SIGHUP's reload begins; `ready()` again when it is over."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
@@ -115,18 +121,24 @@ def stale_after(monitor) -> float:
 
 
 def stale(monitors, now: float) -> list[str]:
-    """Names of the monitors whose last completed step is too old.
+    """Names of the monitors whose last completed step is too old."""
+    return [m.name for m in monitors if m.last_step and now - m.last_step > stale_after(m)]
 
-    `last_step` is 0 until a monitor's first step completes; that counts as
-    stale too, so READY can be followed by a first ping only once every
-    shield has really read its resource once.
-    """
-    return [m.name for m in monitors if now - m.last_step > stale_after(m)]
+
+def starting(monitors) -> list[str]:
+    """Names of the monitors that have not completed their first step yet."""
+    return [m.name for m in monitors if not m.last_step]
 
 
 def healthy(monitors, now: float) -> bool:
-    """True only when every monitor completed a step recently (no monitors: True)."""
-    return not stale(monitors, now)
+    """True only when every monitor completed a step recently (no monitors: True).
+
+    A monitor still on its first step is not healthy yet: no ping until every
+    shield has really read its resource once. One that hangs in its first
+    step is still caught: systemd's watchdog runs from the service's start,
+    so a daemon that never pings is restarted all the same.
+    """
+    return not stale(monitors, now) and not starting(monitors)
 
 
 class WatchdogPinger:
@@ -161,7 +173,7 @@ class WatchdogPinger:
             self.stuck = stuck
             self.notifier.status(f"monitor stalled: {', '.join(stuck)}; watchdog pings withheld"
                                  if stuck else "watching")
-        if stuck or now - self.last_ping < self.interval:
+        if stuck or starting(monitors) or now - self.last_ping < self.interval:
             return False
         self.last_ping = now
         return self.notifier.watchdog()
