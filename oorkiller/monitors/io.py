@@ -1,0 +1,429 @@
+"""The IO shield: when a disk stays saturated, kill the process behind it.
+
+Every step is one pread of /proc/diskstats (held fd) and, when configured, of
+/proc/pressure/io. Each watched device gets its IOPS, utilization and await
+(definitions in oorkiller/diskstats.py); every level configured for it
+(0 = not checked), and PSI `full avg10` when configured, must hold at every
+reading for `for` seconds in a row. A device with no level of its own, under a
+PSI level, holds while PSI holds and it does IO.
+
+Only while some device holds are the processes sampled (`ProcTable.sample_io`,
+one pread per process): each one's IO over the window is
+Δ(read_bytes + write_bytes − cancelled_write_bytes), the bytes it made the
+block layer move. When a device has held for `for`, the processes that did
+the most IO (and, second, the most read/write system calls) are checked for a
+file open on that device, its partitions or what is stacked on it (their
+/proc/PID/fd targets' st_dev, or st_rdev for the device node itself); only
+those few are scanned. A process's share is its bytes over the bytes the device
+moved in the same window, so IO the kernel does for nobody in particular (the
+journal) makes shares smaller, never larger. A unit (`kill:`, auto by default,
+shares.choose) that reaches `min_share` is signalled; SIGTERM, then SIGKILL
+after `term_timeout`; then a `cooldown`, and a whole fresh `for`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from dataclasses import dataclass
+
+from oorkiller import diskstats, shares
+from oorkiller._proctable import ProcTable
+from oorkiller._readers import HeldFile, parse_psi
+from oorkiller.actions import Action, take_targets
+from oorkiller.monitors.base import Monitor
+from oorkiller.rules import cgroup_path
+from oorkiller.units import format_size
+
+HZ = os.sysconf("SC_CLK_TCK")
+CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
+STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures over when it has no history
+TOP_SCANNED = 16           # processes whose open files are looked at, per decision
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+@dataclass
+class Watch:
+    """One watched device: its levels and where its stretch stands."""
+    name: str
+    levels: object                       # config.IoDevice
+    major: int = 0
+    minor: int = 0
+    reading: object = None               # the last diskstats.DeviceReading
+    held_since: float | None = None
+    reason: str = ""
+    said_nothing: bool = False           # nothing-to-kill recorded in this stretch
+
+    @property
+    def dev(self) -> int:
+        return os.makedev(self.major, self.minor)
+
+
+class IoMonitor(Monitor):
+    name = "io"
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.table = ProcTable(context.proc_root, context.self_pid)
+        self.cgroups: dict[int, str] = {}        # serial -> cgroup path (read once)
+        self.numbers: dict[tuple, set] = {}      # (name, major, minor) -> st_dev set
+        self.action = None
+        self.cooldown_until = 0.0
+        self._open_readers()
+        self.disks.sample(time.monotonic())      # the baseline of the first reading
+        if not self._anything_configured():
+            context.writer.emit("error", "err", resource=self.name,
+                                reason="io is enabled but no level is set (iops, utilization, "
+                                       "await or pressure.full_avg10): it can never act")
+
+    @property
+    def cfg(self):
+        return self.context.config.io
+
+    @property
+    def interval(self) -> float:
+        return self.cfg.interval
+
+    def _open_readers(self) -> None:
+        cfg, root = self.cfg, self.context.proc_root
+        self.disks = diskstats.DiskStats([d.device for d in cfg.devices], root, self.context.sys_root)
+        self.psi_file = None
+        if cfg.pressure.full_avg10 > 0:
+            try:
+                self.psi_file = HeldFile(f"{root}/pressure/io")
+            except OSError:
+                pass               # no PSI in this kernel: that level can never hold
+        self.watches: dict[str, Watch] = {}
+        self.window = shares.UsageWindow(cfg.for_)          # serial -> IO bytes
+        self.calls = shares.UsageWindow(cfg.for_)           # serial -> read/write syscalls
+        self.device_window = shares.UsageWindow(cfg.for_)   # st_dev -> bytes the device moved
+        self.device_bytes: dict[int, int] = {}              # st_dev -> bytes since we began
+        self.psi = None
+
+    def _anything_configured(self) -> bool:
+        cfg = self.cfg
+        return cfg.pressure.full_avg10 > 0 or any(
+            d.iops > 0 or d.utilization > 0 or d.await_ms > 0 for d in cfg.devices)
+
+    def levels_for(self, name: str):
+        """The entry naming the device wins over '*'; None: not watched."""
+        star = None
+        for entry in self.cfg.devices:
+            if entry.device == name:
+                return entry
+            if entry.device == "*":
+                star = entry
+        return star
+
+    # ------------------------------------------------------------- reading
+    def read(self, now: float) -> dict:
+        """One diskstats (and PSI) reading: the devices' readings since the last."""
+        readings = self.disks.sample(now)
+        for name in self.disks.disappeared:
+            self.watches.pop(name, None)          # gone: nothing to judge, no error
+        for name, (major, minor) in self.disks.present().items():
+            watch = self.watches.get(name)
+            if watch is None or (watch.major, watch.minor) != (major, minor):
+                watch = self.watches[name] = Watch(name, self.levels_for(name), major, minor)
+        for name, reading in readings.items():
+            self.watches[name].reading = reading
+            self.device_bytes[reading.dev] = self.device_bytes.get(reading.dev, 0) + reading.bytes
+        if self.psi_file is not None:
+            self.psi = parse_psi(self.psi_file.read()).full_avg10
+        return readings
+
+    def conditions(self, levels, reading) -> tuple[bool, str]:
+        """(every configured level holds for this device, the reason text)."""
+        parts = []
+        if levels.iops > 0:
+            if reading.iops < levels.iops:
+                return False, ""
+            parts.append(f"iops {reading.iops:.0f} >= {levels.iops}")
+        if levels.utilization > 0:
+            if reading.util < levels.utilization:
+                return False, ""
+            parts.append(f"util {percent(reading.util)} >= {percent(levels.utilization)}")
+        if levels.await_ms > 0:
+            if reading.ios == 0 or reading.await_ms < levels.await_ms:
+                return False, ""
+            parts.append(f"await {reading.await_ms:.1f}ms >= {levels.await_ms:g}ms")
+        limit = self.cfg.pressure.full_avg10
+        if limit > 0:
+            if self.psi is None or self.psi < limit:
+                return False, ""
+            if not parts and reading.ios == 0:
+                return False, ""                  # PSI alone: only a device doing IO holds
+            parts.append(f"IO PSI full avg10 {self.psi:.2f} >= {limit:g}")
+        if not parts:
+            return False, ""
+        return True, f"{reading.name} " + ", ".join(parts) + f" for {self.cfg.for_:g}s"
+
+    # ------------------------------------------------------------- stepping
+    def step(self, now: float) -> float:
+        readings = self.read(now)
+        if self.action is not None:
+            if not self.action.done.is_set():
+                self.state = "acting"
+                return self.interval
+            self._action_over(now)
+        if now < self.cooldown_until:
+            self.state = "acting"
+            return min(self.interval, self.cooldown_until - now)
+        self.state = "ok"
+        self._judge(readings, now)
+        holding = [w for w in self.watches.values() if w.held_since is not None]
+        if not holding:
+            self._end_stretch()
+            return self.interval
+        self.sample(now)
+        due = [w for w in holding if now - w.held_since >= self.cfg.for_]
+        if due:
+            self._decide(max(due, key=lambda w: (w.reading.util, w.reading.iops)))
+        return self.interval
+
+    def _judge(self, readings, now: float) -> None:
+        """Start or end each device's stretch. A device without a reading this
+        time (a counter wrapped, it just appeared) keeps its state."""
+        for name, reading in readings.items():
+            watch = self.watches[name]
+            if watch.levels is None:
+                continue
+            holds, reason = self.conditions(watch.levels, reading)
+            if holds:
+                watch.reason = reason
+                if watch.held_since is None:
+                    watch.held_since = now
+            else:
+                watch.held_since = None
+                watch.said_nothing = False
+
+    def _end_stretch(self) -> None:
+        for window in (self.window, self.calls, self.device_window):
+            window.clear()
+
+    def _action_over(self, now: float) -> None:
+        self.action = None
+        self.cooldown_until = now + self.cfg.cooldown
+        for watch in self.watches.values():
+            watch.held_since = None               # the next decision needs a fresh `for`
+            watch.said_nothing = False
+        self._end_stretch()
+
+    # ------------------------------------------------------------- measuring
+    def sample(self, now: float) -> None:
+        """One sample of every candidate's IO counters and every device's bytes."""
+        added, removed = self.table.refresh()
+        self.context.rules.apply(self.table, added)
+        for proc in removed:
+            self.cgroups.pop(proc.serial, None)
+        self.table.sample_io()
+        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+        born = {p.serial: p.starttime / HZ - boot_to_now for p in added}
+        eligible = [p for p in self.table.entries() if p.eligible]
+        self.window.add(now, {p.serial: io_bytes(p) for p in eligible}, born)
+        self.calls.add(now, {p.serial: p.io_syscalls for p in eligible}, born)
+        self.device_window.add(now, dict(self.device_bytes))
+
+    def device_numbers(self, watch: Watch) -> set[int]:
+        key = (watch.name, watch.major, watch.minor)
+        numbers = self.numbers.get(key)
+        if numbers is None:
+            if len(self.numbers) > 256:
+                self.numbers.clear()
+            numbers = self.numbers[key] = diskstats.device_numbers(
+                self.context.sys_root, watch.name, watch.major, watch.minor)
+        return numbers
+
+    def attributed(self, watch: Watch) -> dict[int, int]:
+        """serial -> IO bytes over the window, for the top few processes that
+        have a file open on the device (judged again with fresh facts)."""
+        used, calls = self.window.usage(), self.calls.usage()
+        by_serial = {p.serial: p for p in self.table.entries() if p.eligible}
+        busiest = sorted((s for s in by_serial if used.get(s) or calls.get(s)),
+                         key=lambda s: (-used.get(s, 0), -calls.get(s, 0)))[:TOP_SCANNED]
+        numbers = self.device_numbers(watch)
+        found = {}
+        for serial in busiest:
+            proc = by_serial[serial]
+            try:
+                self.table.read_stat(proc)          # fresh name and CPU time (rule 1)
+            except OSError:
+                continue                            # gone since the sample
+            if not self.context.rules.rejudge(self.table, proc):
+                continue
+            if has_open_file_on(self.context.proc_root, proc.pid, numbers):
+                found[serial] = used.get(serial, 0)
+        return found
+
+    def capacity(self, watch: Watch, attributed: dict[int, int]) -> float:
+        """The bytes the device moved over the window (at least what we blame on it)."""
+        moved = self.device_window.usage().get(watch.dev, 0)
+        return float(max(moved, sum(attributed.values()), 1))
+
+    def cgroup_of(self, proc) -> str:
+        path = self.cgroups.get(proc.serial)
+        if path is None:
+            try:
+                path = cgroup_path(self.table.read_cgroup(proc))
+            except OSError:
+                path = ""
+            self.cgroups[proc.serial] = path
+        return path
+
+    def min_share(self) -> int:
+        return int(round(self.cfg.min_share * 1000))
+
+    # ------------------------------------------------------------- acting
+    def _decide(self, watch: Watch) -> None:
+        used = self.attributed(watch)
+        capacity = self.capacity(watch, used)
+        choice = shares.choose(self.cfg.kill, self.table.entries(), used, capacity,
+                               self.min_share(), self.context.self_pid, self.cgroup_of)
+        if choice is None:
+            self._nothing_to_kill(watch)
+            return
+        unit = choice.unit
+        members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
+        targets = take_targets(self.table, members)
+        if not targets:
+            return                                  # all gone already; read again
+        share, reading = percent(unit.share / 1000), watch.reading
+        fields = {"device": watch.name, "user": unit.leader.uid, "score": choice.candidate.score,
+                  "share": share, "io": format_size(unit.used),
+                  "iops": f"{reading.iops:.0f}", "util": percent(reading.util),
+                  "await": f"{reading.await_ms:.2f}ms",
+                  "window": f"{self.window.seconds:.0f}s", "unit": unit.kind}
+        if unit.kind != "process":
+            fields.update(group=unit.key, processes=len(targets))
+        if choice.fallback_reason:
+            fields["unit_refused"] = choice.fallback_reason
+        action = Action(resource=self.name, targets=targets, reason=watch.reason, fields=fields,
+                        first_signal=signal.SIGTERM, term_timeout=self.cfg.term_timeout,
+                        dry_run=self.context.dry_run, measure=lambda: {"device": watch.name, "share": share})
+        if not self.context.executor.submit(action):
+            for target in targets:
+                os.close(target.pidfd)
+            return
+        self.action = action
+        self.state = "acting"
+
+    def _nothing_to_kill(self, watch: Watch) -> None:
+        if watch.said_nothing:
+            return                                  # once per stretch, not per reading
+        watch.said_nothing = True
+        self.context.writer.emit(
+            "nothing-to-kill", "info", resource=self.name, device=watch.name,
+            reason=f"{watch.reason}; no unit with a file open on {watch.name} did "
+                   f"{percent(self.cfg.min_share)} of its IO (min_share) over {self.window.seconds:.0f}s",
+            dry_run="yes" if self.context.dry_run else "no")
+
+    # ------------------------------------------------------------- reporting
+    def status(self) -> list:
+        if not any(w.reading for w in self.watches.values()):   # a fresh monitor
+            time.sleep(STATUS_WINDOW)
+            self.read(time.monotonic())
+        now, rows = time.monotonic(), []
+        for watch in sorted(self.watches.values(), key=lambda w: w.name):
+            if watch.levels is None:
+                continue
+            reading, levels = watch.reading, watch.levels
+            rows.append({
+                "resource": self.name, "device": watch.name, "state": self._state_of(watch),
+                "iops": round(reading.iops) if reading else None,
+                "util": round(reading.util * 100, 1) if reading else None,
+                "await": round(reading.await_ms, 2) if reading else None,
+                "iops_level": levels.iops, "util_level": round(levels.utilization * 100, 1),
+                "await_level": levels.await_ms, "psi_full_avg10": self.psi,
+                "psi_level": self.cfg.pressure.full_avg10,
+                "held_for": round(now - watch.held_since, 1) if watch.held_since is not None else 0.0,
+                "for": self.cfg.for_})
+        for entry in self.cfg.devices:
+            if entry.device != "*" and entry.device not in self.watches:
+                rows.append({"resource": self.name, "device": entry.device, "state": "absent"})
+        return rows
+
+    def _state_of(self, watch: Watch) -> str:
+        if self.action is not None and self.action.fields.get("device") == watch.name:
+            return "acting"
+        return "ok"
+
+    def candidates(self, top: int) -> dict:
+        """Units ranked by their share of the busiest watched device's IO over
+        a short window measured now."""
+        for window in (self.window, self.calls, self.device_window):
+            window.span = CANDIDATE_WINDOW
+        self.read(time.monotonic())
+        self.sample(time.monotonic())
+        time.sleep(CANDIDATE_WINDOW)
+        self.read(time.monotonic())
+        self.sample(time.monotonic())
+        watched = [w for w in self.watches.values() if w.levels is not None and w.reading]
+        if not watched:
+            return {"device": None, "ranked": [], "excluded": []}
+        watch = max(watched, key=lambda w: (w.reading.bytes, w.reading.ios))
+        used = self.attributed(watch)
+        capacity, entries = self.capacity(watch, used), self.table.entries()
+        ranked, excluded = [], []
+        kinds = shares.LEVELS if self.cfg.kill == "auto" else ("process", self.cfg.kill)
+        for kind in kinds:
+            for unit in shares.units(kind, entries, used, capacity, self.context.self_pid, self.cgroup_of):
+                if kind != "process" and len(unit.members) == 1:
+                    continue                        # the same process, already listed
+                if unit.refusal:
+                    excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
+                                     "reason": f"{kind} {unit.key} {unit.refusal}"})
+                    continue
+                ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
+                               "unit": kind, "group": unit.key, "processes": len(unit.members),
+                               "device": watch.name, "io": unit.used, "share": unit.share,
+                               "adjust": unit.adjust, "score": unit.score,
+                               "enough": unit.share >= self.min_share(), "cpu_ticks": unit.work})
+        ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
+        excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
+                     for p in entries if p.note is not None and not p.note.eligible]
+        return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded}
+
+    def reload(self, context) -> None:
+        old = self.cfg
+        super().reload(context)
+        if (old.devices, old.pressure, old.for_) != (self.cfg.devices, self.cfg.pressure, self.cfg.for_):
+            self._close_readers()
+            self._open_readers()
+            self.disks.sample(time.monotonic())
+
+    def _close_readers(self) -> None:
+        self.disks.close()
+        if self.psi_file is not None:
+            self.psi_file.close()
+
+    def close(self) -> None:
+        self._close_readers()
+        self.table.close()
+
+
+def io_bytes(proc) -> int:
+    """What the process made the block layer move: read + written − cancelled
+    (dirty pages truncated before writeback never reached the disk)."""
+    return max(proc.io_read_bytes + proc.io_write_bytes - proc.io_cancelled, 0)
+
+
+def has_open_file_on(proc_root: str, pid: int, numbers: set[int]) -> bool:
+    """A descriptor of the process points at a file on one of `numbers`
+    (st_dev), or at one of those block devices itself (st_rdev)."""
+    fd_dir = f"{proc_root}/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat(f"{fd_dir}/{name}")
+        except OSError:
+            continue                      # closed meanwhile
+        if st.st_dev in numbers or (stat.S_ISBLK(st.st_mode) and st.st_rdev in numbers):
+            return True
+    return False
