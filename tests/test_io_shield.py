@@ -92,3 +92,94 @@ def test_dry_run_signals_nothing_and_records_everything(marker):
     assert term["dry_run"] == "yes" and term["name"] == "hog" and term["device"] == result["device"]
     assert actions(result["records"], "kill", "reclaimed") == []
     stopped_cleanly(result)
+
+
+# ------------------------------------------------------------------ the judgement, unit level
+from oorkiller import diskstats                                     # noqa: E402
+from oorkiller.config import load_config_text                       # noqa: E402
+from oorkiller.monitors import io                                   # noqa: E402
+from oorkiller.monitors.base import Context                         # noqa: E402
+from oorkiller.rules import RuleSet                                 # noqa: E402
+
+
+class Writer:
+    def __init__(self):
+        self.records = []
+
+    def emit(self, event, level="info", **fields):
+        self.records.append({"event": event, **fields})
+
+
+def monitor(io_yaml: str) -> io.IoMonitor:
+    config = load_config_text(f"io:\n{io_yaml}", "test.yaml")
+    return io.IoMonitor(Context(config=config, writer=Writer(), executor=None,
+                                rules=RuleSet(config), dry_run=True))
+
+
+def reading(iops=0.0, util=0.0, await_ms=0.0):
+    """loop3 over one second."""
+    ios = int(iops)
+    return diskstats.DeviceReading("loop3", 7, 3, 1.0, ios, ios * 4096, iops, util,
+                                   await_ms if ios else 0.0)
+
+
+def test_every_configured_level_must_hold_and_a_zero_level_is_not_checked():
+    m = monitor("  enabled: true\n  devices: [{device: '*', iops: 1000, await: 5ms}]\n")
+    levels = m.levels_for("loop3")
+    assert m.conditions(levels, reading(iops=2000, await_ms=9))[0]
+    assert not m.conditions(levels, reading(iops=2000, await_ms=1))[0]      # await too low
+    assert not m.conditions(levels, reading(iops=500, await_ms=9))[0]       # iops too low
+    holds, reason = m.conditions(levels, reading(iops=2000, util=0.01, await_ms=9))
+    assert holds and reason == "loop3 iops 2000 >= 1000, await 9.0ms >= 5ms for 30s"
+    m.close()
+
+
+def test_a_named_entry_wins_over_star_and_unnamed_devices_are_unwatched_without_star():
+    m = monitor("  enabled: true\n  devices: [{device: '*', iops: 10}, {device: loop3, iops: 99}]\n")
+    assert m.levels_for("loop3").iops == 99 and m.levels_for("vda").iops == 10
+    m.close()
+    m = monitor("  enabled: true\n  devices: [{device: loop3, utilization: 50%}]\n")
+    assert m.levels_for("vda") is None
+    m.close()
+
+
+def test_pressure_alone_holds_only_for_a_device_doing_io():
+    m = monitor("  enabled: true\n  pressure: {full_avg10: 20}\n")
+    levels = m.levels_for("loop3")
+    m.psi = 35.0
+    assert m.conditions(levels, reading(iops=50))[0]
+    assert not m.conditions(levels, reading(iops=0))[0]
+    m.psi = 5.0
+    assert not m.conditions(levels, reading(iops=50))[0]
+    m.close()
+
+
+def test_enabled_with_no_level_says_it_can_never_act():
+    m = monitor("  enabled: true\n")
+    (error,) = m.context.writer.records
+    assert error["event"] == "error" and "no level is set" in error["reason"]
+    assert not m.conditions(m.levels_for("loop3"), reading(iops=1e6, util=1.0, await_ms=1e3))[0]
+    m.close()
+
+
+def test_status_has_one_row_per_watched_device_and_names_absent_ones():
+    m = monitor("  enabled: true\n  devices: [{device: '*', iops: 10}, {device: sdz9, iops: 5}]\n")
+    rows = m.status()
+    assert rows and all(r["resource"] == "io" for r in rows)
+    assert {"device", "iops", "util", "await", "state"} <= set(rows[0])
+    assert rows[-1] == {"resource": "io", "device": "sdz9", "state": "absent"}
+    m.close()
+
+
+def test_a_process_with_a_file_open_on_the_device_is_attributed_to_it(tmp_path):
+    here = os.stat(tmp_path).st_dev
+    with open(tmp_path / "held", "w"):
+        assert io.has_open_file_on("/proc", os.getpid(), {here})
+    assert not io.has_open_file_on("/proc", os.getpid(), {os.makedev(4095, 4095)})
+    assert not io.has_open_file_on("/proc", 2 ** 22 + 1, {here})            # no such process
+
+
+def test_cancelled_writes_are_not_counted_as_io():
+    class P:
+        io_read_bytes, io_write_bytes, io_cancelled = 100, 4096, 4096
+    assert io.io_bytes(P()) == 100
