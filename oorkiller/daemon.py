@@ -43,6 +43,23 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def rehearse_kill_path() -> None:
+    """Run once, harmlessly, the code a kill runs (pidfd_open, signal 0 through
+    the pidfd, poll, process_mrelease), so its pages are resident and locked
+    before the first real shortage, when faulting them in could stall."""
+    from oorkiller.actions import Target, alive, send
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError:
+        return
+    try:
+        send(Target(os.getpid(), b"oorkiller", pidfd), 0)
+        alive([Target(os.getpid(), b"oorkiller", pidfd)])
+        kernel.process_mrelease(pidfd)      # refused for a live process: EINVAL
+    finally:
+        os.close(pidfd)
+
+
 class MonitorThread:
     """Runs one monitor's step loop until stopped."""
 
@@ -149,6 +166,7 @@ class Daemon:
         done["oom_score_adj"] = cfg.oom_score_adj if _try(kernel.set_oom_score_adj, cfg.oom_score_adj) else "failed"
         if cfg.nice:
             done["nice"] = cfg.nice if _try(os.setpriority, os.PRIO_PROCESS, 0, cfg.nice) else "failed"
+        rehearse_kill_path()
         if cfg.lock_memory:
             done["mlock"] = "yes" if kernel.lock_memory() else "failed"
         return done
