@@ -625,6 +625,17 @@ _DISK = _Section({
     "writer_rate": ("writer_rate", _rate), "term_timeout": ("term_timeout", _duration),
 }, required=("path",), check=_check_disk)
 
+def _check_io(r, io: IoConfig, lines, node, path) -> None:
+    """An enabled IO shield with no level at all could never act: say so."""
+    if not io.enabled:
+        return
+    levels = [d for d in io.devices if d.iops or d.utilization or d.await_ms]
+    if not levels and not io.pressure.full_avg10:
+        r.bad(_line_of(lines, node, "enabled"),
+              f"{path}: enabled but no level is set (a device's iops, utilization "
+              f"or await, or pressure.full_avg10)")
+
+
 _IO_DEVICE = _Section({
     "device": ("device", _device), "iops": ("iops", _int_in(0, 2**32)),
     "utilization": ("utilization", _percent), "await": ("await_ms", _millis),
@@ -636,7 +647,7 @@ _IO = _Section({
     "pressure": ("pressure", _PRESSURE), "for": ("for_", _duration),
     "min_share": ("min_share", _percent), "kill": ("kill", _choice(*KILL_UNITS)),
     "term_timeout": ("term_timeout", _duration), "cooldown": ("cooldown", _duration),
-})
+}, check=_check_io)
 
 _NETWORK = _Section({"duplicate_mac": ("duplicate_mac", _Section({
     "enabled": ("enabled", _bool), "interval": ("interval", _interval),

@@ -454,3 +454,10 @@ def test_the_default_text_checks_clean(config_file):
     config_file.write_text(default_config_text())
     assert check_file(config_file) == []
     assert load_config(config_file).rules == default_config().rules
+
+
+def test_an_enabled_io_shield_without_any_level_is_refused():
+    with pytest.raises(ConfigError) as err:
+        load_config_text("io:\n  enabled: true\n", "f.yaml")
+    assert "f.yaml:2: io: enabled but no level is set" in str(err.value)
+    load_config_text("io:\n  enabled: true\n  pressure: {full_avg10: 20}\n", "f.yaml")

@@ -154,14 +154,6 @@ def test_pressure_alone_holds_only_for_a_device_doing_io():
     m.close()
 
 
-def test_enabled_with_no_level_says_it_can_never_act():
-    m = monitor("  enabled: true\n")
-    (error,) = m.context.writer.records
-    assert error["event"] == "error" and "no level is set" in error["reason"]
-    assert not m.conditions(m.levels_for("loop3"), reading(iops=1e6, util=1.0, await_ms=1e3))[0]
-    m.close()
-
-
 def test_status_has_one_row_per_watched_device_and_names_absent_ones():
     m = monitor("  enabled: true\n  devices: [{device: '*', iops: 10}, {device: sdz9, iops: 5}]\n")
     rows = m.status()
