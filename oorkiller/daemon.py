@@ -14,9 +14,10 @@ import signal
 import threading
 import time
 
-from oorkiller import __version__, kernel
+from oorkiller import __version__, kernel, notify
 from oorkiller.actions import Executor
 from oorkiller.config import ConfigError, load_config
+from oorkiller.hooks import Hooks
 from oorkiller.monitors import enabled_sections, monitor_class
 from oorkiller.monitors.base import Context
 from oorkiller.rules import RuleSet
@@ -107,9 +108,13 @@ class Daemon:
         self.force_dry_run = dry_run
         self.proc_root = proc_root
         self.sys_root = sys_root
-        self.executor = Executor(writer)
+        self.hooks = Hooks(config.hooks, writer)
+        self.executor = Executor(writer, self.hooks)
+        self.notifier = notify.Notifier.from_env()
+        self.pinger = notify.WatchdogPinger.from_env(self.notifier)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
+        self.wake = threading.Event()        # set by signal handlers
         self.threads: list[MonitorThread] = []
         self.monitor_stop = threading.Event()
 
@@ -141,8 +146,13 @@ class Daemon:
     def start_monitors(self) -> None:
         self.monitor_stop = threading.Event()
         self.threads = [MonitorThread(m, self.writer, self.monitor_stop) for m in self.build_monitors()]
+        notify.hang_monitors_for_test(self.monitors)        # tests only; no-op unless asked
         for t in self.threads:
             t.start()
+
+    @property
+    def monitors(self) -> list:
+        return [t.monitor for t in self.threads]
 
     def stop_monitors(self) -> None:
         self.monitor_stop.set()
@@ -181,15 +191,30 @@ class Daemon:
                          monitors=",".join(t.monitor.name for t in self.threads) or "none",
                          dry_run="yes" if self.dry_run else "no",
                          **_flat(features), **hardening)
+        self.notifier.ready(self.one_line_status())
+        # The main thread sleeps until a signal wakes it, or until the next
+        # watchdog ping is due: an idle daemon costs no wake-ups here.
+        tick = self.pinger.interval if self.pinger.enabled else None
         while not self.stopping.is_set():
-            self.stopping.wait(0.5)
+            self.pinger.tick(self.monitors, time.monotonic())
+            self.wake.wait(tick)
+            self.wake.clear()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
+                self.notifier.reloading()
                 self.reload()
+                self.notifier.ready(self.one_line_status())
+        self.notifier.stopping()
         self.stop_monitors()
         self.executor.stop()
+        self.hooks.close()
         self.writer.emit("stop", "info", reason=self.stop_reason)
+        self.notifier.close()
         return 0
+
+    def one_line_status(self) -> str:
+        names = ",".join(m.name for m in self.monitors) or "nothing"
+        return f"watching {names}{' (dry run)' if self.dry_run else ''}"
 
     def install_signals(self) -> None:
         self.stop_reason = "signal"
@@ -197,9 +222,11 @@ class Daemon:
         def on_stop(signum, _frame):
             self.stop_reason = signal.Signals(signum).name
             self.stopping.set()
+            self.wake.set()
 
         def on_hup(_signum, _frame):
             self.reload_requested.set()
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -218,6 +245,7 @@ class Daemon:
             return
         self.stop_monitors()
         self.config = new
+        self.hooks.configure(new.hooks)
         self.start_monitors()
         self.writer.emit("reload", "info", config=self.config_path,
                          monitors=",".join(t.monitor.name for t in self.threads) or "none",
