@@ -298,3 +298,17 @@ def test_a_successful_hook_gives_no_record(hooks_for, writer):
     hooks = hooks_for(hook("/bin/true", before_kill=True))
     hooks.before("kill", kill_fields())
     assert writer.records == []
+
+
+def test_events_recorded_by_monitors_reach_their_hooks_through_the_hooked_writer(tmp_path, hooks_for, writer):
+    from oorkiller.hooks import HookedWriter
+    ran = tmp_path / "ran"
+    hooks = hooks_for(hook("/bin/sh", "-c", 'echo "$OORKILLER_EVENT $OORKILLER_RESOURCE" >> "$0"', str(ran),
+                           events=frozenset({"cleanup", "kill"})))
+    hooked = HookedWriter(writer, hooks)
+    hooked.emit("cleanup", "warning", resource="disk", files=3)
+    hooked.emit("kill", "warning", **kill_fields())        # the Executor's own: not twice
+    assert wait_for_file(ran) == b"cleanup disk\n"
+    time.sleep(0.3)
+    assert ran.read_bytes() == b"cleanup disk\n"
+    assert [event for event, _, _ in writer.records] == ["cleanup", "kill"]   # all recorded
