@@ -19,6 +19,7 @@ import threading
 import time
 
 STALE_FLOOR = 5.0            # seconds: a monitor is never called stale sooner
+RECHECK = 0.25               # seconds between ticks while pings are withheld
 TEST_HANG_VARIABLE = "OORKILLER_TEST_HANG_MONITOR"
 
 
@@ -155,6 +156,7 @@ class WatchdogPinger:
         self.interval = interval
         self.last_ping = float("-inf")
         self.stuck: list[str] = []
+        self.waiting = True              # the last tick withheld its ping
 
     @classmethod
     def from_env(cls, notifier: Notifier, environ=os.environ) -> "WatchdogPinger":
@@ -173,10 +175,25 @@ class WatchdogPinger:
             self.stuck = stuck
             self.notifier.status(f"monitor stalled: {', '.join(stuck)}; watchdog pings withheld"
                                  if stuck else "watching")
-        if stuck or starting(monitors) or now - self.last_ping < self.interval:
+        self.waiting = bool(stuck or starting(monitors))
+        if self.waiting or now - self.last_ping < self.interval:
             return False
         self.last_ping = now
         return self.notifier.watchdog()
+
+
+    def sleep_for(self, now: float) -> float | None:
+        """How long the main loop may sleep before its next `tick` (None: no watchdog).
+
+        Until the next ping is due; while pings are withheld (a monitor still
+        starting or stalled), at most RECHECK seconds, so the first ping
+        follows the first readings at once.
+        """
+        if self.interval is None:
+            return None
+        if self.waiting:
+            return min(self.interval, RECHECK)
+        return max(0.0, self.last_ping + self.interval - now)
 
 
 # ---------------------------------------------------------------- test hook

@@ -156,6 +156,17 @@ def test_a_full_notify_queue_never_blocks_the_daemon(systemd, tmp_path):
     assert results.count(False) > 0       # dropped, not waited for
 
 
+def test_the_main_loop_sleeps_until_the_next_ping_is_due():
+    pinger = WatchdogPinger(Notifier(None), interval=5.0)
+    memory = FakeMonitor("memory", 1.0, 0.0)
+    pinger.tick([memory], 100.0)                 # still starting: check again soon
+    assert pinger.sleep_for(100.0) == notify.RECHECK
+    memory.last_step = 100.1
+    pinger.tick([memory], 100.2)
+    assert pinger.sleep_for(101.2) == pytest.approx(4.0)   # a ping was due at 100.2
+    assert WatchdogPinger(Notifier(None), None).sleep_for(100.0) is None
+
+
 def test_without_a_watchdog_the_pinger_sends_nothing(systemd, tmp_path):
     notifier = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "notify")})
     pinger = WatchdogPinger.from_env(notifier, {})
