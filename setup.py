@@ -3,7 +3,8 @@
 - `_native/*.pyx` -> `oorkiller._readers`, `oorkiller._proctable` (Cython)
 - `_native/kernel_build.py` -> `oorkiller._kernel` (cffi, API mode)
 - `config/oorkiller.yaml` is copied into the package as `default.yaml`, so the
-  file operators read in the repository is byte for byte the embedded default.
+  file operators read in the repository is byte for byte the embedded default;
+  `config/oorkiller.service` ships beside it for installs from the wheel.
 """
 import shutil
 from pathlib import Path
@@ -18,9 +19,10 @@ HERE = Path(__file__).resolve().parent
 class BuildPyWithDefaultConfig(build_py):
     def run(self):
         super().run()
-        target = Path(self.build_lib) / "oorkiller" / "default.yaml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(HERE / "config" / "oorkiller.yaml", target)
+        package = Path(self.build_lib) / "oorkiller"
+        package.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HERE / "config" / "oorkiller.yaml", package / "default.yaml")
+        shutil.copyfile(HERE / "config" / "oorkiller.service", package / "oorkiller.service")
 
 
 def native_extensions():

@@ -17,7 +17,7 @@ import time
 from oorkiller import __version__, kernel, notify
 from oorkiller.actions import Executor
 from oorkiller.config import ConfigError, load_config
-from oorkiller.hooks import Hooks
+from oorkiller.hooks import HookedWriter, Hooks
 from oorkiller.monitors import enabled_sections, monitor_class
 from oorkiller.monitors.base import Context
 from oorkiller.rules import RuleSet
@@ -110,6 +110,7 @@ class Daemon:
         self.sys_root = sys_root
         self.hooks = Hooks(config.hooks, writer)
         self.executor = Executor(writer, self.hooks)
+        self.monitor_writer = HookedWriter(writer, self.hooks)   # monitors' events reach hooks too
         self.notifier = notify.Notifier.from_env()
         self.pinger = notify.WatchdogPinger.from_env(self.notifier)
         self.stopping = threading.Event()
@@ -124,7 +125,7 @@ class Daemon:
 
     # ------------------------------------------------------------- building
     def context(self) -> Context:
-        return Context(config=self.config, writer=self.writer, executor=self.executor,
+        return Context(config=self.config, writer=self.monitor_writer, executor=self.executor,
                        rules=RuleSet(self.config), dry_run=self.dry_run,
                        proc_root=self.proc_root, sys_root=self.sys_root)
 
@@ -194,10 +195,9 @@ class Daemon:
         self.notifier.ready(self.one_line_status())
         # The main thread sleeps until a signal wakes it, or until the next
         # watchdog ping is due: an idle daemon costs no wake-ups here.
-        tick = self.pinger.interval if self.pinger.enabled else None
         while not self.stopping.is_set():
             self.pinger.tick(self.monitors, time.monotonic())
-            self.wake.wait(tick)
+            self.wake.wait(self.pinger.sleep_for(time.monotonic()))
             self.wake.clear()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
