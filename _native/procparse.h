@@ -49,7 +49,9 @@ static inline const char *pp_i64(const char *p, const char *end, int64_t *out)
         p++;
     }
     p = pp_u64(p, end, &magnitude);
-    *out = negative ? -(int64_t)magnitude : (int64_t)magnitude;
+    /* Negate in unsigned arithmetic: -(int64_t)x is undefined for INT64_MIN.
+     * Out-of-range magnitudes wrap, as pp_u64's do. */
+    *out = (int64_t)(negative ? 0 - magnitude : magnitude);
     return p;
 }
 
