@@ -182,3 +182,8 @@ def format_duration(seconds: float) -> str:
     elif whole or not parts:
         parts.append(f"{whole}s")
     return "".join(parts)
+
+
+def format_percent(fraction: float) -> str:
+    """A fraction as a record shows it: 0.412 -> `41.2%`."""
+    return f"{fraction * 100:.1f}%"

@@ -21,16 +21,15 @@ must see the machine as it is without the last victim.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 
 from oorkiller import shares
 from oorkiller._proctable import ProcTable
 from oorkiller._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
-from oorkiller.actions import KILL_WAIT, Action, take_targets
-from oorkiller.monitors.base import Monitor
-from oorkiller.rules import cgroup_path
+from oorkiller.actions import KILL_WAIT
+from oorkiller.monitors.process import ProcessMonitor
+from oorkiller.units import format_percent
 
 HZ = os.sysconf("SC_CLK_TCK")
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
@@ -38,11 +37,7 @@ STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures busy over when 
 FOLLOW_EXTRA = 2.0         # seconds a group is followed beyond its action's longest time
 
 
-def percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f}%"
-
-
-class CpuMonitor(Monitor):
+class CpuMonitor(ProcessMonitor):
     name = "cpu"
 
     def __init__(self, context):
@@ -50,10 +45,8 @@ class CpuMonitor(Monitor):
         root = context.proc_root
         self.stat_file = HeldFile(f"{root}/stat")
         self.loadavg_file = HeldFile(f"{root}/loadavg")
-        self.psi_file = self._open_psi(root)
-        self.table = ProcTable(root, context.self_pid)
+        self.psi_file = self.open_psi("cpu", self.cfg.pressure.some_avg10)
         self.window = shares.UsageWindow(self.cfg.for_)
-        self.cgroups: dict[int, str] = {}       # serial -> cgroup path (read once)
         self.times = parse_cpu_stat(self.stat_file.read())
         self.reading: dict | None = None         # the last judged reading
         self.held_since: float | None = None     # when every condition began to hold
@@ -68,14 +61,6 @@ class CpuMonitor(Monitor):
     @property
     def interval(self) -> float:
         return self.cfg.interval
-
-    def _open_psi(self, root):
-        if self.context.config.cpu.pressure.some_avg10 <= 0:
-            return None
-        try:
-            return HeldFile(f"{root}/pressure/cpu")
-        except OSError:
-            return None            # no PSI in this kernel: the level cannot be checked
 
     # ------------------------------------------------------------- reading
     def read(self, everything: bool = True) -> dict:
@@ -103,7 +88,7 @@ class CpuMonitor(Monitor):
         if cfg.usage > 0:
             if reading["busy"] < cfg.usage:
                 return False, ""
-            parts.append(f"CPU busy {percent(reading['busy'])} >= {percent(cfg.usage)}")
+            parts.append(f"CPU busy {format_percent(reading['busy'])} >= {format_percent(cfg.usage)}")
         if cfg.load_per_cpu > 0:
             if reading["load_per_cpu"] is None or reading["load_per_cpu"] < cfg.load_per_cpu:
                 return False, ""
@@ -155,10 +140,7 @@ class CpuMonitor(Monitor):
     # ------------------------------------------------------------- measuring
     def sample(self, window: shares.UsageWindow, now: float) -> None:
         """One sample of every candidate's CPU ticks into `window`."""
-        added, removed = self.table.refresh()
-        self.context.rules.apply(self.table, added)
-        for proc in removed:
-            self.cgroups.pop(proc.serial, None)
+        added, _ = self.refresh_table()
         self.table.sample_cpu()
         # starttime is in ticks since boot (CLOCK_BOOTTIME); the window runs on `now`.
         boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
@@ -169,16 +151,6 @@ class CpuMonitor(Monitor):
     def capacity(self, window: shares.UsageWindow) -> float:
         """Ticks all CPUs could have run over the window."""
         return (self.reading or self.read())["ncpu"] * window.seconds * HZ
-
-    def cgroup_of(self, proc) -> str:
-        path = self.cgroups.get(proc.serial)
-        if path is None:
-            try:
-                path = cgroup_path(self.table.read_cgroup(proc))
-            except OSError:
-                path = ""
-            self.cgroups[proc.serial] = path
-        return path
 
     def min_share(self) -> int:
         return int(round(self.cfg.min_share * 1000))
@@ -193,27 +165,18 @@ class CpuMonitor(Monitor):
             return
         unit = choice.unit
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
-        targets = take_targets(self.table, members)
-        if not targets:
-            return                               # all gone already; read again
-        share = percent(unit.share / 1000)
+        share = format_percent(unit.share / 1000)
         fields = {"user": unit.leader.uid, "score": choice.candidate.score, "share": share,
-                  "window": f"{self.window.seconds:.0f}s", "unit": unit.kind}
-        if unit.kind != "process":
-            fields.update(group=unit.key, processes=len(targets))
-        if choice.fallback_reason:
-            fields["unit_refused"] = choice.fallback_reason
-        action = Action(resource=self.name, targets=targets, reason=reason, fields=fields,
-                        first_signal=signal.SIGTERM, term_timeout=self.cfg.term_timeout,
-                        dry_run=self.context.dry_run, measure=lambda: {"share": share})
-        if not self.context.executor.submit(action):
-            for target in targets:
-                os.close(target.pidfd)
-            return
+                  "window": f"{self.window.seconds:.0f}s"}
+        action = self.submit(members, reason, fields, term_timeout=self.cfg.term_timeout,
+                             unit_kind=unit.kind, unit_key=unit.key, refused=choice.fallback_reason,
+                             measure=lambda: {"share": share})
+        if action is None:
+            return                               # all gone already, or one under way
         self.action = action
         self.state = "acting"
         if unit.kind != "process" and not self.context.dry_run:
-            self._follow(unit, action, {t.pid for t in targets})
+            self._follow(unit, action, {t.pid for t in action.targets})
 
     def _follow(self, unit, action, known_pids) -> None:
         """Catch what the group forks after the choice, on a thread of its own."""
@@ -238,7 +201,7 @@ class CpuMonitor(Monitor):
         self.said_nothing = True
         self.context.writer.emit(
             "nothing-to-kill", "info", resource=self.name,
-            reason=f"{reason}; no unit used {percent(self.cfg.min_share)} of the CPUs "
+            reason=f"{reason}; no unit used {format_percent(self.cfg.min_share)} of the CPUs "
                    f"(min_share) over {self.window.seconds:.0f}s",
             dry_run="yes" if self.context.dry_run else "no")
 

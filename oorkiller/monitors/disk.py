@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import sys
 import time
 
 from oorkiller import cleanup, deleted, victims
-from oorkiller._proctable import ProcTable
-from oorkiller.actions import Action, take_targets
-from oorkiller.monitors.base import Monitor
+from oorkiller.monitors.process import ProcessMonitor
 from oorkiller.mounts import MountError, read_mounts, resolve
 from oorkiller.units import format_size
 
@@ -122,14 +119,13 @@ class Disk:
         return min(estimates) if estimates else None
 
 
-class DiskMonitor(Monitor):
+class DiskMonitor(ProcessMonitor):
     name = "disk"
 
     def __init__(self, context):
         super().__init__(context)
         self.disks = [Disk(cfg, i) for i, cfg in enumerate(context.config.disks)]
         self.reported: set = set()            # problems already recorded once
-        self.table = ProcTable(context.proc_root, context.self_pid)
         self.written: dict[int, tuple[float, int]] = {}   # serial -> (at, bytes written)
         self.rates: dict[int, float] = {}     # serial -> bytes/s over the last sample
         self.deleted_at = 0.0
@@ -276,8 +272,7 @@ class DiskMonitor(Monitor):
 
     # ------------------------------------------------------------- abnormal writers
     def _sample_writers(self, now: float) -> None:
-        added, _ = self.table.refresh()
-        self.context.rules.apply(self.table, added)
+        self.refresh_table()
         self.table.sample_io()
         memory_fs = any(d.mount.fstype in MEMORY_FS for d in self.disks if d.mount and d.state != "ok")
         rates, written = {}, {}
@@ -304,8 +299,7 @@ class DiskMonitor(Monitor):
         return 0
 
     def _kill_writer(self, disk: Disk) -> None:
-        executor = self.context.executor
-        if executor.busy(self.name) is not None:
+        if self.context.executor.busy(self.name) is not None:
             return                       # one victim at a time: wait for it
         limit = disk.cfg.writer_rate
         fast = [p for p in self.table.entries()
@@ -318,18 +312,13 @@ class DiskMonitor(Monitor):
                                    share=int(self.rates[p.serial] * 1000 / total), adjust=p.adjust,
                                    reclaim=int(self.rates[p.serial]), enough=True) for p in fast]
         chosen = victims.choose(found)
-        targets = take_targets(self.table, [chosen.proc])
-        if not targets:
-            return
         rate = self.rates[chosen.proc.serial]
         reason = f"{disk.reason}; writing {format_size(int(rate))}/s > writer_rate {format_size(limit)}/s"
         fields = {"user": chosen.proc.uid, "score": chosen.score, "path": disk.cfg.path,
                   "rate": f"{format_size(int(rate))}/s",
                   "time_to_full": format_duration(disk.time_to_full())}
-        executor.submit(Action(
-            resource=self.name, targets=targets, reason=reason, fields=fields,
-            first_signal=signal.SIGTERM, term_timeout=disk.cfg.term_timeout,
-            dry_run=self.context.dry_run, measure=lambda: self._regained(disk)))
+        self.submit([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
+                    measure=lambda: self._regained(disk))
 
     def _regained(self, disk: Disk) -> dict:
         r = Reading(os.statvfs(disk.cfg.path), time.monotonic())

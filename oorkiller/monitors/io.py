@@ -23,27 +23,19 @@ after `term_timeout`; then a `cooldown`, and a whole fresh `for`.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import time
 from dataclasses import dataclass
 
 from oorkiller import diskstats, shares
-from oorkiller._proctable import ProcTable
-from oorkiller._readers import HeldFile, parse_psi
-from oorkiller.actions import Action, take_targets
-from oorkiller.monitors.base import Monitor
-from oorkiller.rules import cgroup_path
-from oorkiller.units import format_size
+from oorkiller._readers import parse_psi
+from oorkiller.monitors.process import ProcessMonitor
+from oorkiller.units import format_percent, format_size
 
 HZ = os.sysconf("SC_CLK_TCK")
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures over when it has no history
 TOP_SCANNED = 16           # processes whose open files are looked at, per decision
-
-
-def percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f}%"
 
 
 @dataclass
@@ -63,13 +55,11 @@ class Watch:
         return os.makedev(self.major, self.minor)
 
 
-class IoMonitor(Monitor):
+class IoMonitor(ProcessMonitor):
     name = "io"
 
     def __init__(self, context):
         super().__init__(context)
-        self.table = ProcTable(context.proc_root, context.self_pid)
-        self.cgroups: dict[int, str] = {}        # serial -> cgroup path (read once)
         self.numbers: dict[tuple, set] = {}      # (name, major, minor) -> st_dev set
         self.action = None
         self.cooldown_until = 0.0
@@ -91,12 +81,7 @@ class IoMonitor(Monitor):
     def _open_readers(self) -> None:
         cfg, root = self.cfg, self.context.proc_root
         self.disks = diskstats.DiskStats([d.device for d in cfg.devices], root, self.context.sys_root)
-        self.psi_file = None
-        if cfg.pressure.full_avg10 > 0:
-            try:
-                self.psi_file = HeldFile(f"{root}/pressure/io")
-            except OSError:
-                pass               # no PSI in this kernel: that level can never hold
+        self.psi_file = self.open_psi("io", cfg.pressure.full_avg10)
         self.watches: dict[str, Watch] = {}
         self.window = shares.UsageWindow(cfg.for_)          # serial -> IO bytes
         self.calls = shares.UsageWindow(cfg.for_)           # serial -> read/write syscalls
@@ -146,7 +131,7 @@ class IoMonitor(Monitor):
         if levels.utilization > 0:
             if reading.util < levels.utilization:
                 return False, ""
-            parts.append(f"util {percent(reading.util)} >= {percent(levels.utilization)}")
+            parts.append(f"util {format_percent(reading.util)} >= {format_percent(levels.utilization)}")
         if levels.await_ms > 0:
             if reading.ios == 0 or reading.await_ms < levels.await_ms:
                 return False, ""
@@ -216,10 +201,7 @@ class IoMonitor(Monitor):
     # ------------------------------------------------------------- measuring
     def sample(self, now: float) -> None:
         """One sample of every candidate's IO counters and every device's bytes."""
-        added, removed = self.table.refresh()
-        self.context.rules.apply(self.table, added)
-        for proc in removed:
-            self.cgroups.pop(proc.serial, None)
+        added, _ = self.refresh_table()
         self.table.sample_io()
         boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
         born = {p.serial: p.starttime / HZ - boot_to_now for p in added}
@@ -264,16 +246,6 @@ class IoMonitor(Monitor):
         moved = self.device_window.usage().get(watch.dev, 0)
         return float(max(moved, sum(attributed.values()), 1))
 
-    def cgroup_of(self, proc) -> str:
-        path = self.cgroups.get(proc.serial)
-        if path is None:
-            try:
-                path = cgroup_path(self.table.read_cgroup(proc))
-            except OSError:
-                path = ""
-            self.cgroups[proc.serial] = path
-        return path
-
     def min_share(self) -> int:
         return int(round(self.cfg.min_share * 1000))
 
@@ -288,26 +260,16 @@ class IoMonitor(Monitor):
             return
         unit = choice.unit
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
-        targets = take_targets(self.table, members)
-        if not targets:
-            return                                  # all gone already; read again
-        share, reading = percent(unit.share / 1000), watch.reading
+        share, reading = format_percent(unit.share / 1000), watch.reading
         fields = {"device": watch.name, "user": unit.leader.uid, "score": choice.candidate.score,
                   "share": share, "io": format_size(unit.used),
-                  "iops": f"{reading.iops:.0f}", "util": percent(reading.util),
-                  "await": f"{reading.await_ms:.2f}ms",
-                  "window": f"{self.window.seconds:.0f}s", "unit": unit.kind}
-        if unit.kind != "process":
-            fields.update(group=unit.key, processes=len(targets))
-        if choice.fallback_reason:
-            fields["unit_refused"] = choice.fallback_reason
-        action = Action(resource=self.name, targets=targets, reason=watch.reason, fields=fields,
-                        first_signal=signal.SIGTERM, term_timeout=self.cfg.term_timeout,
-                        dry_run=self.context.dry_run, measure=lambda: {"device": watch.name, "share": share})
-        if not self.context.executor.submit(action):
-            for target in targets:
-                os.close(target.pidfd)
-            return
+                  "iops": f"{reading.iops:.0f}", "util": format_percent(reading.util),
+                  "await": f"{reading.await_ms:.2f}ms", "window": f"{self.window.seconds:.0f}s"}
+        action = self.submit(members, watch.reason, fields, term_timeout=self.cfg.term_timeout,
+                             unit_kind=unit.kind, unit_key=unit.key, refused=choice.fallback_reason,
+                             measure=lambda: {"device": watch.name, "share": share})
+        if action is None:
+            return                                  # all gone already, or one under way
         self.action = action
         self.state = "acting"
 
@@ -318,7 +280,7 @@ class IoMonitor(Monitor):
         self.context.writer.emit(
             "nothing-to-kill", "info", resource=self.name, device=watch.name,
             reason=f"{watch.reason}; no unit with a file open on {watch.name} did "
-                   f"{percent(self.cfg.min_share)} of its IO (min_share) over {self.window.seconds:.0f}s",
+                   f"{format_percent(self.cfg.min_share)} of its IO (min_share) over {self.window.seconds:.0f}s",
             dry_run="yes" if self.context.dry_run else "no")
 
     # ------------------------------------------------------------- reporting

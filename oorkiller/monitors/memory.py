@@ -9,16 +9,12 @@ crossing is answered with a signal, not with a scan of the process table.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 from oorkiller import victims
-from oorkiller._proctable import ProcTable
 from oorkiller._readers import HeldFile, parse_meminfo, parse_psi
-from oorkiller.actions import Action, take_targets
-from oorkiller.monitors.base import Monitor
-from oorkiller.rules import cgroup_path
+from oorkiller.monitors.process import ProcessMonitor
 from oorkiller.units import format_size
 
 WORST_FILL_RATE = 8 << 30   # bytes/s: faster than a hog touching pages can go here
@@ -65,16 +61,14 @@ def excluded_processes(table) -> list[dict]:
     return rows
 
 
-class MemoryMonitor(Monitor):
+class MemoryMonitor(ProcessMonitor):
     name = "memory"
 
     def __init__(self, context):
         super().__init__(context)
         root = context.proc_root
         self.meminfo_file = HeldFile(f"{root}/meminfo")
-        self.psi_file = self._open_psi(root)
-        self.table = ProcTable(root, context.self_pid)
-        self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+        self.psi_file = self.open_psi("memory", self.cfg.pressure.full_avg10)
         self.reading = None                   # last MemInfo
         self.severity = None
         self.reason = ""
@@ -83,9 +77,9 @@ class MemoryMonitor(Monitor):
         self.warm: list = []                  # ranked Procs, best first
         self.last_available = None
         self.last_read_at = None
-        self.action = None                    # our action under way, if any
         self.swept_at = 0.0
-        self._refresh_table()
+        self.said_nothing_at = float("-inf")  # when nothing-to-kill was last recorded
+        self.refresh_table()
 
     @property
     def cfg(self):
@@ -94,14 +88,6 @@ class MemoryMonitor(Monitor):
     @property
     def interval(self) -> float:
         return self.cfg.interval
-
-    def _open_psi(self, root):
-        if self.context.config.memory.pressure.full_avg10 <= 0:
-            return None
-        try:
-            return HeldFile(f"{root}/pressure/memory")
-        except OSError:
-            return None
 
     # ------------------------------------------------------------- reading
     def read(self):
@@ -190,11 +176,6 @@ class MemoryMonitor(Monitor):
         return min(self.interval, max(MIN_SLEEP, headroom / rate))
 
     # ------------------------------------------------------------- ranking
-    def _refresh_table(self) -> None:
-        added, _ = self.table.refresh()
-        new = added if isinstance(added, list) else [p for p in self.table.entries() if p.note is None]
-        self.context.rules.apply(self.table, new)
-
     def _sweep_rules(self) -> None:
         """A process judged between fork and exec carries its parent's name
         (a shell forked by sshd is born 'sshd'): judge again every process a
@@ -218,20 +199,10 @@ class MemoryMonitor(Monitor):
         self.warm_at = now
 
     def _rank(self) -> list:
-        self._refresh_table()
+        self.refresh_table()
         self.table.sample_memory()
         self.warm = self.table.rank_memory(RANK_DEPTH)
         return self.warm
-
-    def cgroup_of(self, proc) -> str:
-        path = self.cgroups.get(proc.serial)
-        if path is None:
-            try:
-                path = cgroup_path(self.table.read_cgroup(proc))
-            except OSError:
-                path = ""
-            self.cgroups[proc.serial] = path
-        return path
 
     def evaluate(self, ranked, need: int) -> list:
         """Candidates with score parts, reclaimable bytes and `enough`."""
@@ -274,21 +245,12 @@ class MemoryMonitor(Monitor):
             return
         unit = victims.build_unit(self._unit_kind(chosen), chosen.proc, self.table,
                                   self.context.self_pid, self.cgroup_of)
-        targets = take_targets(self.table, unit.members)
-        if not targets:
-            return                            # all gone already; read again
         fields = {"user": chosen.proc.uid, "score": chosen.score, "rss": format_size(chosen.reclaim)}
-        if unit.kind != "process":
-            fields.update(unit=unit.kind, group=unit.key, processes=len(targets))
-        if unit.fallback_reason:
-            fields["unit_refused"] = unit.fallback_reason
         available_at_signal = mem.available
-        action = Action(
-            resource=self.name, targets=targets, reason=reason, fields=fields,
-            first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
-            term_timeout=self.cfg.term_timeout, dry_run=self.context.dry_run,
-            measure=lambda: self._regained(available_at_signal))
-        executor.submit(action)
+        self.submit(unit.members, reason, fields, term_timeout=self.cfg.term_timeout,
+                    unit_kind=unit.kind, unit_key=unit.key, refused=unit.fallback_reason,
+                    first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
+                    measure=lambda: self._regained(available_at_signal))
 
     def _unit_kind(self, chosen) -> str:
         kind = self.cfg.kill
@@ -304,9 +266,9 @@ class MemoryMonitor(Monitor):
 
     def _nothing_to_kill(self, reason: str) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_last_nothing", 0.0) < 10 * self.interval:
+        if now - self.said_nothing_at < 10 * self.interval:
             return                            # say it once per stretch, not per reading
-        self._last_nothing = now
+        self.said_nothing_at = now
         self.context.writer.emit("nothing-to-kill", "info", resource=self.name, reason=reason,
                                  dry_run="yes" if self.context.dry_run else "no")
 

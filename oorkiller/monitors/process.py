@@ -1,0 +1,73 @@
+"""What every victim-choosing monitor (memory, CPU, disk writers, IO) shares.
+
+Such a monitor owns its process table (a native table is never shared between
+threads), judges each new entry once with the rules, caches each entry's
+cgroup, and hands its decision to the executor as an Action addressed through
+pidfds.
+"""
+from __future__ import annotations
+
+import signal
+
+from oorkiller._proctable import ProcTable
+from oorkiller._readers import HeldFile
+from oorkiller.actions import Action, close_targets, take_targets
+from oorkiller.monitors.base import Monitor
+from oorkiller.rules import cgroup_path
+
+
+class ProcessMonitor(Monitor):
+    def __init__(self, context):
+        super().__init__(context)
+        self.table = ProcTable(context.proc_root, context.self_pid)
+        self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+
+    def refresh_table(self) -> tuple[list, list]:
+        """List /proc again; judge the new entries, forget the dead ones."""
+        added, removed = self.table.refresh()
+        self.context.rules.apply(self.table, added)
+        for proc in removed:
+            self.cgroups.pop(proc.serial, None)
+        return added, removed
+
+    def cgroup_of(self, proc) -> str:
+        path = self.cgroups.get(proc.serial)
+        if path is None:
+            try:
+                path = cgroup_path(self.table.read_cgroup(proc))
+            except OSError:
+                path = ""                     # gone: it belongs to no unit
+            self.cgroups[proc.serial] = path
+        return path
+
+    def open_psi(self, resource: str, level: float) -> HeldFile | None:
+        """The held /proc/pressure/RESOURCE file, when a PSI level is set and
+        the kernel has PSI; None otherwise (the level then cannot hold)."""
+        if level <= 0:
+            return None
+        try:
+            return HeldFile(f"{self.context.proc_root}/pressure/{resource}")
+        except OSError:
+            return None
+
+    def submit(self, procs, reason: str, fields: dict, *, term_timeout: float,
+               unit_kind: str = "process", unit_key: str = "", refused: str = "",
+               first_signal: int = signal.SIGTERM, measure=None) -> Action | None:
+        """Take pidfds for `procs` (the chosen process first) and hand the
+        action to the executor. None when they are all gone already or this
+        resource still has an action under way."""
+        targets = take_targets(self.table, procs)
+        if not targets:
+            return None
+        fields = {**fields, "unit": unit_kind}
+        if unit_kind != "process":
+            fields.update(group=unit_key, processes=len(targets))
+        if refused:
+            fields["unit_refused"] = refused
+        action = Action(resource=self.name, targets=targets, reason=reason, fields=fields,
+                        first_signal=first_signal, term_timeout=term_timeout,
+                        dry_run=self.context.dry_run, measure=measure)
+        if not self.context.executor.submit(action):
+            close_targets(targets)
+            return None
+        return action
