@@ -1,0 +1,238 @@
+"""A root daemon that acts on other people's processes and files: what an
+unprivileged user can and cannot make it do (SPEC §4, §5; docs/reliability.md
+has the threat model).
+
+Who can influence the daemon: any user names processes, command lines and
+cgroups; whoever may write in a cleanup directory places files there; whoever
+may write the configuration (or a directory above it) decides what is killed.
+These tests try each door. Already covered elsewhere and not repeated here:
+the config file's own owner and mode (test_config), an untrusted cleanup
+directory and a world-writable ancestor (test_cleanup), a directory swapped
+for a link mid-pass (test_cleanup), hooks' clean environment (test_hooks),
+the unit's capability list (test_service_unit).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import pytest
+
+from oorkiller import cleanup
+from oorkiller.config import CleanupRule, ConfigError, load_config, load_config_text
+
+from sandbox import in_pid_namespace
+
+HOUR = 3600
+CONFIG = "memory: {enabled: false}\n"
+
+
+def make(path, size=4096, age=2 * HOUR):
+    with open(path, "wb") as f:
+        f.write(b"x" * size)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+def rule(path, glob="*.log.*", recursive=False):
+    return CleanupRule(path=str(path), glob=glob, min_age=600, recursive=recursive)
+
+
+def never_enough():
+    return types.SimpleNamespace(f_bavail=0, f_frsize=4096, f_favail=0, f_files=1000)
+
+
+def run_pass(rules, device_of):
+    goal = cleanup.Goal(never_enough, 1 << 60, None)
+    return cleanup.run_pass(rules, os.stat(device_of).st_dev, goal)
+
+
+# ---------------------------------------------------------------- the configuration
+
+def write_config(path):
+    path.write_text(CONFIG)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.mark.parametrize("owner,group,mode,why", [
+    (1000, 0, 0o755, "owned by uid 1000"),
+    (0, 1000, 0o775, "writable by group 1000"),
+    (0, 0, 0o777, "writable by everyone"),
+])
+def test_a_config_in_a_directory_another_user_may_write_is_refused(tmp_path, owner, group, mode, why):
+    """Whoever can write the directory can swap the file for a link to any
+    root-owned file, or rename it away: the file is only as safe as its directory."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    config = write_config(shared / "oorkiller.yaml")
+    os.chown(shared, owner, group)
+    os.chmod(shared, mode)
+    with pytest.raises(ConfigError, match=why):
+        load_config(config)
+
+
+def test_a_config_reached_through_a_link_in_a_user_directory_is_refused(tmp_path):
+    """/home/user/link -> /etc-like root directory: the user can re-point the link."""
+    trusted = tmp_path / "etc"
+    trusted.mkdir(mode=0o755)
+    write_config(trusted / "oorkiller.yaml")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 1000, 1000)
+    os.symlink(trusted, home / "link")
+    with pytest.raises(ConfigError, match="owned by uid 1000"):
+        load_config(home / "link" / "oorkiller.yaml")
+    assert load_config(trusted / "oorkiller.yaml")       # the real place is fine
+
+
+def test_a_config_in_a_root_directory_under_sticky_tmp_loads(tmp_path):
+    """Like /etc under /: root-owned, not writable by others; /tmp's sticky bit is fine."""
+    assert load_config(write_config(tmp_path / "oorkiller.yaml"))
+
+
+def test_the_installed_command_refuses_it_too_with_file_line_message(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    config = write_config(shared / "oorkiller.yaml")
+    os.chmod(shared, 0o777)
+    done = subprocess.run([sys.executable, "-m", "oorkiller", "check-config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"{config}:") and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- cleanup directories
+
+def test_a_cleanup_directory_under_a_group_writable_ancestor_is_refused(tmp_path):
+    parent = tmp_path / "team"
+    (parent / "logs").mkdir(parents=True)
+    make(parent / "logs" / "a.log.1")
+    os.chown(parent, 0, 1000)
+    os.chmod(parent, 0o775)
+    result = run_pass([rule(parent / "logs")], tmp_path)
+    assert result.files == 0 and os.path.exists(parent / "logs" / "a.log.1")
+    assert "writable by group 1000" in result.refused[0][1]
+
+
+def test_a_cleanup_directory_under_a_symlinked_ancestor_is_refused(tmp_path):
+    """Config `/srv/link/logs` where link -> elsewhere: never followed, even by root's links."""
+    real = tmp_path / "real"
+    (real / "logs").mkdir(parents=True)
+    make(real / "logs" / "a.log.1")
+    os.symlink(real, tmp_path / "link")
+    result = run_pass([rule(tmp_path / "link" / "logs")], tmp_path)
+    assert result.files == 0 and os.path.exists(real / "logs" / "a.log.1")
+    assert "symbolic link" in result.refused[0][1]
+
+
+def test_a_cleanup_directory_owned_by_a_user_deep_below_is_not_entered(tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "user").mkdir(parents=True)
+    make(logs / "user" / "a.log.1")
+    os.chown(logs / "user", 1000, 1000)
+    result = run_pass([rule(logs, recursive=True)], tmp_path)
+    assert result.files == 0 and os.path.exists(logs / "user" / "a.log.1")
+    assert result.refused == [(f"{logs}/user", "owned by uid 1000, not root")]
+
+
+@pytest.mark.parametrize("path", ["/var/log/../../etc", "/srv/logs/..", "../etc", "relative/logs", "/"])
+def test_a_cleanup_path_that_could_leave_its_directory_is_a_config_error(path):
+    text = f"disks:\n  - path: /\n    cleanup:\n      - {{path: '{path}', glob: '*'}}\n"
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "c.yaml")
+    assert str(err.value).startswith("c.yaml:4:")
+
+
+@pytest.mark.parametrize("glob", ["../*", "*/../*", "sub/*.log"])
+def test_a_glob_with_a_slash_is_a_config_error(glob):
+    text = f"disks:\n  - path: /\n    cleanup:\n      - {{path: /var/log, glob: '{glob}'}}\n"
+    with pytest.raises(ConfigError, match="c.yaml:4"):
+        load_config_text(text, "c.yaml")
+
+
+def test_a_hard_link_to_an_outside_file_loses_only_its_name_in_the_cleanup_directory(tmp_path):
+    """The kernel sees the link as a file of the directory: deleting it removes
+    that one name; the outside file, its name and its content survive."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    outside = make(tmp_path / "precious.db", size=8192)
+    os.link(outside, logs / "app.log.1")
+    result = run_pass([rule(logs)], tmp_path)
+    assert result.files == 1 and not os.path.exists(logs / "app.log.1")
+    assert os.path.exists(outside) and os.path.getsize(outside) == 8192
+    assert os.stat(outside).st_nlink == 1
+
+
+def in_mount_namespace(code: str) -> dict:
+    """Run Python `code` (which sets `result`) in a private mount namespace."""
+    script = "import json, os, subprocess, sys\n" + textwrap.dedent(code) + "\nprint(json.dumps(result))\n"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+BIND_MOUNT = """
+import tempfile, time
+from oorkiller import cleanup
+from oorkiller.config import CleanupRule
+import types
+base = tempfile.mkdtemp(prefix="oorkiller-sec-")
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=755", "tmpfs", base], check=True)
+other = tempfile.mkdtemp(prefix="oorkiller-sec-other-")
+try:
+    logs, elsewhere = f"{base}/logs", f"{SOURCE}"
+    os.makedirs(f"{logs}/sub")
+    os.makedirs(elsewhere, exist_ok=True)
+    if {TMPFS_OTHER}:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=755", "tmpfs", elsewhere], check=True)
+    then = time.time() - 7200
+    for path in (f"{elsewhere}/victim.log.1", f"{logs}/own.log.1"):
+        with open(path, "wb") as f:
+            f.write(b"x" * 4096)
+        os.utime(path, (then, then))
+    subprocess.run(["mount", "--bind", elsewhere, f"{logs}/sub"], check=True)
+    goal = cleanup.Goal(lambda: types.SimpleNamespace(f_bavail=0, f_frsize=4096, f_favail=0, f_files=10),
+                        1 << 60, None)
+    rules = [CleanupRule(path=logs, glob="*.log.*", min_age=600, recursive=True)]
+    passed = cleanup.run_pass(rules, os.stat(base).st_dev, goal)
+    result = {"files": passed.files, "outside_survives": os.path.exists(f"{elsewhere}/victim.log.1"),
+              "own_deleted": not os.path.exists(f"{logs}/own.log.1")}
+finally:
+    subprocess.run(["umount", "-R", base], check=False)
+    subprocess.run(["umount", "-R", other], check=False)
+"""
+
+
+def test_a_bind_mount_of_another_file_system_inside_a_cleanup_directory_is_not_crossed():
+    result = in_mount_namespace(BIND_MOUNT.replace("{SOURCE}", "{other}/fs").replace("{TMPFS_OTHER}", "True"))
+    assert result == {"files": 1, "outside_survives": True, "own_deleted": True}
+
+
+def test_a_bind_mount_of_the_same_file_system_inside_a_cleanup_directory_is_not_crossed():
+    """A directory of the same file system bound into the cleanup directory has
+    the same st_dev: only the mount point tells that it leads elsewhere."""
+    result = in_mount_namespace(BIND_MOUNT.replace("{SOURCE}", "{base}/elsewhere").replace("{TMPFS_OTHER}", "False"))
+    assert result == {"files": 1, "outside_survives": True, "own_deleted": True}
+
+
+# ---------------------------------------------------------------- hostile process names
+
+def test_a_process_named_like_a_record_cannot_forge_or_split_one():
+    """A hog names itself `x\\nevent=kill pid=1`-like bytes: the daemon's kill
+    record carries exactly that name, escaped, on one line, and no other record
+    appears (scenario in scenarios_faults.py)."""
+    result = in_pid_namespace("scenarios_faults", "hostile_named_hog", timeout=90)
+    assert result["hog_died"], result
+    signalled = [r for r in result["records"] if r["event"] in ("term", "kill")]
+    assert signalled and all(r["name"] == result["comm"] for r in signalled), (signalled, result["comm"])
+    # (nothing-to-kill: another test's hog on this shared machine may keep memory short)
+    assert {r["event"] for r in result["records"]} <= {"term", "kill", "reclaimed", "stop", "nothing-to-kill"}
+    assert all(r["pid"] == str(result["hog_pid"]) for r in signalled)
+    assert result["lines_not_records"] == [], "every stderr line parses as exactly one record"
