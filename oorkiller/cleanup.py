@@ -98,6 +98,19 @@ def open_trusted_dir(path: str) -> int:
     return fd
 
 
+def mount_id(fd: int) -> int | None:
+    """The mount an open fd belongs to (`mnt_id:` of /proc/self/fdinfo/FD), or
+    None when /proc cannot tell."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 # ------------------------------------------------------------------ walking
 @dataclass(slots=True)
 class Found:
@@ -176,10 +189,13 @@ class Walk:
             return None                              # swapped for a link, or gone
         st = os.fstat(fd)
         path = f"{parent_path}/{name}"
-        reason = "on another file system" if st.st_dev != self.device else untrusted_reason(st, False)
+        # A bind mount of a directory of this same file system has the same
+        # st_dev: only its mount id tells that it leads elsewhere.
+        elsewhere = st.st_dev != self.device or mount_id(fd) != mount_id(parent_fd)
+        reason = "on another file system or a mount point" if elsewhere else untrusted_reason(st, False)
         if reason:
             os.close(fd)
-            if st.st_dev == self.device:
+            if not elsewhere:
                 self.refused.append((path, reason))
             return None
         return self._hold(fd, path)
