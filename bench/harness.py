@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -63,12 +64,14 @@ static int sleepers(long n) {
 }
 
 /* hog CAP_MIB [protect]: touches CAP_MIB of anonymous memory page by page as
-   fast as it can, reports its fill rate, then holds it. CAP is a hard cap. */
+   fast as it can, reports its fill rate, then holds it. CAP is a hard cap.
+   A protected hog (oom_score_adj -1000) is ballast, not a victim: it is
+   filled by the kernel at once (MAP_POPULATE), which is faster. */
 static int hog(long cap_mib, int protect) {
     size_t size = (size_t)cap_mib << 20;
     if (protect) protect_self();
     prctl(PR_SET_NAME, protect ? "bighog" : "fasthog");
-    char *block = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *block = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (protect ? MAP_POPULATE : 0), -1, 0);
     if (block == MAP_FAILED) { perror("mmap"); return 1; }
     printf("ready\n"); fflush(stdout);
     double began = now();
@@ -149,7 +152,9 @@ class Started:
 
     def start(self, argv: list[str], wait_ready: bool = True, **popen) -> subprocess.Popen:
         popen.setdefault("stdout", subprocess.PIPE)
-        proc = subprocess.Popen(argv, text=True, **popen)
+        popen.setdefault("text", True)
+        proc = subprocess.Popen(argv, **popen)
+        proc.group = False                  # set when it leads a process group
         self.procs.append(proc)
         if wait_ready:
             line = proc.stdout.readline()
@@ -163,9 +168,12 @@ class Started:
     def kill(self, proc: subprocess.Popen, group: bool = False) -> None:
         if proc.poll() is None:
             try:
-                if group:
-                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.kill()
+            except (ProcessLookupError, PermissionError):
+                pass
+        if group:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         try:
@@ -176,15 +184,8 @@ class Started:
 
     def close(self) -> None:
         for proc in reversed(self.procs):
-            self.kill(proc, group=_leads_group(proc))
+            self.kill(proc, group=proc.group)
         self.procs = []
-
-
-def _leads_group(proc: subprocess.Popen) -> bool:
-    try:
-        return os.getpgid(proc.pid) == proc.pid
-    except ProcessLookupError:
-        return False
 
 
 def reap_orphans() -> None:
@@ -202,7 +203,9 @@ def spawn_sleepers(started: Started, count: int):
     """`count` sleeping processes (one C parent forking them), or None for 0."""
     if count <= 0:
         return None
-    return started.helper("sleepers", count)
+    parent = started.helper("sleepers", count)
+    parent.group = True                     # the sleepers are its process group
+    return parent
 
 
 def process_count() -> int:
@@ -275,6 +278,37 @@ def check_safe(allocating: int) -> None:
     if allocating > SAFE_SHARE * total or available - allocating < 0.10 * total:
         raise RuntimeError(f"refusing to allocate {allocating >> 20} MiB "
                            f"(MemTotal {total >> 20} MiB, MemAvailable {available >> 20} MiB)")
+
+
+class Ballast:
+    """Memory taken by no process: a file on a tmpfs mounted in this
+    scenario's private mount namespace (Shmem is not MemAvailable, and no
+    process's oom_score counts it, so no shield can pick it as a victim).
+    Only for use inside `in_pid_namespace` (whose --mount-proc gives the
+    private mount namespace); `close()` frees it."""
+
+    def __init__(self, size: int):
+        check_safe(size)
+        self.dir = tempfile.mkdtemp(prefix="oorkiller-ballast-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size + MiB}", "ballast", self.dir],
+                       check=True)
+        self.path = os.path.join(self.dir, "ballast")
+        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            os.close(fd)
+            self.close()
+            raise
+        os.close(fd)
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        subprocess.run(["umount", self.dir], check=False)
+        os.rmdir(self.dir)
 
 
 class MemSampler:

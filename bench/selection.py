@@ -1,0 +1,334 @@
+"""Victim selection at 1,000, 5,000 and 10,000 sleeping processes.
+
+Each process count runs in its own PID namespace (`measure_at`), where /proc
+lists only the sleepers the scenario started. In every round, one after the
+other (A B A B):
+
+- oorkiller: ProcTable.refresh + sample_memory + rank_memory on a warm table,
+  in-process, timed with perf_counter (the "full selection");
+- the floor: the C helper preads one held `oom_score` fd per process;
+- earlyoom 1.7 in --dryrun with levels that are always crossed: it decides
+  in a loop with a 100 ms sleep; its selection cost is its decision cycle at
+  N processes minus its cycle at a few dozen (timestamps of its
+  "sending SIGKILL" lines);
+- nohang 0.2.0, which logs "Found N tasks ... in X ms" for each decision;
+  its levels stop at 50% of MemTotal, so a protected hog (oom_score_adj
+  -1000, never a victim) holds MemAvailable just under half for the whole
+  namespace. nohang then SIGTERMs sleepers, one per decision;
+- oorkiller's crossing-to-signal: a MemoryMonitor on its own thread (as
+  daemon.MonitorThread runs it), levels just under MemAvailable, a fast hog
+  crosses them; the time from the reading that saw the crossing to the
+  moment the SIGKILL was sent (Executor hook, after the send).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+from bench import harness
+from bench.harness import GiB, MiB, Started, log, summary
+
+COUNTS = (1000, 5000, 10000)
+BASELINE_COUNT = 40            # "a few dozen" processes for earlyoom's bare cycle
+RANK_DEPTH = 16                # as monitors.memory.RANK_DEPTH
+NOHANG_LINE = re.compile(rb"Found (\d+) tasks with non-zero oom_score .* in (\d+)ms")
+
+
+# ------------------------------------------------------------------ oorkiller
+def memory_config(term: int, kill: int) -> object:
+    from oorkiller.config import load_config_text
+    text = f"""
+daemon: {{lock_memory: false, nice: 0}}
+log: {{kmsg: false, stderr: false}}
+scope: {{descendant_of: {os.getpid()}}}
+memory: {{enabled: true, interval: 1s, available: {{term: {term}, kill: {kill}}}, term_timeout: 2s}}
+cpu: {{enabled: false}}
+disks: []
+io: {{enabled: false}}
+network: {{duplicate_mac: {{enabled: false}}}}
+"""
+    return load_config_text(text, "<bench>")
+
+
+def full_selection_times(repeats: int) -> list[float]:
+    """Seconds for refresh + sample_memory + rank_memory on a warm table."""
+    from oorkiller._proctable import ProcTable
+    from oorkiller.rules import RuleSet
+    available = harness.mem_available()
+    config = memory_config(available - GiB, available - 2 * GiB)
+    table = ProcTable("/proc", os.getpid())
+    rules = RuleSet(config)
+    added, _ = table.refresh()
+    rules.apply(table, added)
+    table.sample_memory()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        added, _ = table.refresh()
+        rules.apply(table, added)
+        table.sample_memory()
+        table.rank_memory(RANK_DEPTH)
+        times.append(time.perf_counter() - began)
+    table.close()
+    return times
+
+
+def floor_times(rounds: int) -> tuple[int, list[float]]:
+    out = subprocess.run([harness.helper_path(), "floor", str(rounds + 1)],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    processes = int(out[0].split()[1])
+    times = [float(line.split()[1]) for line in out[1:] if line.startswith("round")]
+    return processes, times[1:]          # the first round warms caches
+
+
+class SignalClock:
+    """Executor hooks: when each signal was sent."""
+
+    def __init__(self):
+        self.sent: list[tuple[float, str, dict]] = []
+
+    def before(self, event, fields):
+        pass
+
+    def after(self, event, fields):
+        self.sent.append((time.monotonic(), event, dict(fields)))
+
+
+def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
+    """A real MemoryMonitor on its thread kills `hogs` fast hogs, one at a time."""
+    from oorkiller.actions import Executor
+    from oorkiller.daemon import MonitorThread
+    from oorkiller.kmsg import RecordWriter
+    from oorkiller.monitors.base import Context
+    from oorkiller.monitors.memory import MemoryMonitor
+    from oorkiller.rules import RuleSet
+
+    results = []
+    for _ in range(hogs):
+        available = harness.mem_available()
+        kill = available - 768 * MiB
+        config = memory_config(kill, kill)
+        writer = RecordWriter(kmsg=False, stderr=False)
+        clock = SignalClock()
+        executor = Executor(writer, hooks=clock)
+        context = Context(config=config, writer=writer, executor=executor,
+                          rules=RuleSet(config), dry_run=False)
+        monitor = MemoryMonitor(context)
+        readings: list[tuple[float, int]] = []
+        original_read = monitor.read
+
+        def timed_read(original_read=original_read, readings=readings):
+            mem = original_read()
+            readings.append((time.monotonic(), mem.available))
+            return mem
+
+        monitor.read = timed_read
+        stopping = threading.Event()
+        runner = MonitorThread(monitor, writer, stopping)
+        runner.start()
+        hog = None
+        try:
+            time.sleep(0.5)                         # warm ranking, as near a level
+            harness.check_safe(1536 * MiB)
+            hog = started.helper("hog", 1536)
+            died = _wait_exit(hog, 10)
+            crossing = next((t for t, a in readings if a < kill), None)
+            kills = [t for t, event, _ in clock.sent if event == "kill"]
+            results.append({
+                "killed": died, "crossing_at": crossing,
+                "to_signal": (kills[0] - crossing) if kills and crossing else None,
+                "readings": len(readings), "kill_level": kill,
+                "lowest": min((a for _, a in readings), default=None),
+                "events": [event for _, event, _ in clock.sent]})
+        finally:
+            stopping.set()
+            runner.stop()
+            runner.thread.join(2)
+            if hog is not None:
+                started.kill(hog)
+            executor.stop()
+            monitor.close()
+            writer.close()
+        _wait_memory_back(available - 256 * MiB, 10)
+    return results
+
+
+def _wait_exit(proc, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _wait_memory_back(level: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and harness.mem_available() < level:
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ peers
+def earlyoom_cycles(started: Started, seconds: float) -> list[float]:
+    """earlyoom --dryrun with levels always crossed: seconds between decisions.
+    A 64 MiB process is there to be chosen: among equal tiny sleepers earlyoom
+    would pick itself and sleep a second instead of deciding."""
+    target = started.helper("hog", 64)
+    total_kib = harness.mem_total() // 1024
+    level = int(total_kib * 0.99)
+    proc = started.start(["earlyoom", "--dryrun", "-M", f"{level},{level}", "-r", "0"],
+                         wait_ready=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stamps: list[float] = []
+
+    def collect():
+        for line in proc.stderr:
+            if line.startswith("sending SIGKILL"):
+                stamps.append(time.monotonic())
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    time.sleep(seconds)
+    started.kill(proc)
+    started.kill(target)
+    reader.join(1)
+    cycles = [b - a for a, b in zip(stamps, stamps[1:])]
+    return cycles[1:]                      # the first cycle includes start-up
+
+
+def nohang_config(folder: str) -> str:
+    """nohang's own config with: act below 50% MemAvailable (its maximum), no
+    victim cache (so every decision searches), the shortest delays."""
+    with open("/etc/nohang/nohang.conf") as f:
+        text = f.read()
+    changes = {"soft_threshold_min_mem": "50 %", "hard_threshold_min_mem": "2 %",
+               "victim_cache_time": "0", "post_soft_action_delay": "0.1",
+               "min_sleep": "0.1", "print_victim_status": "False",
+               "print_statistics": "False"}
+    for key, value in changes.items():
+        text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", text)
+        if n != 1:
+            raise RuntimeError(f"nohang.conf: key {key} not found once")
+    path = os.path.join(folder, "nohang.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def nohang_decisions(started: Started, config: str, wanted: int, timeout: float) -> list[tuple[int, float]]:
+    """(tasks, seconds) of each of nohang's victim searches."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+    proc = started.start(["nohang", "--monitor", "-c", config], wait_ready=False, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=False)
+    found: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def collect():
+        for line in proc.stdout:
+            match = NOHANG_LINE.search(line)
+            if match:
+                found.append((int(match.group(1)), int(match.group(2)) / 1000))
+                if len(found) >= wanted:
+                    done.set()
+        done.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    done.wait(timeout)
+    started.kill(proc)
+    return found
+
+
+def hold_half_memory() -> harness.Ballast:
+    """Ballast (a tmpfs file, no process) that leaves MemAvailable just under
+    50% of MemTotal, where nohang's highest level lies."""
+    total, available = harness.mem_total(), harness.mem_available()
+    size = available - total // 2 + 768 * MiB
+    if size > 0.55 * total:
+        raise RuntimeError("MemAvailable is too high to hold it under half with <= 55% of MemTotal")
+    return harness.Ballast(max(size, 256 * MiB))
+
+
+# ------------------------------------------------------------------ one count
+def measure_at(count: int, rounds: int, quick: bool = False) -> dict:
+    """Inside a PID namespace: every measurement at `count` sleepers."""
+    started = Started()
+    folder = tempfile.mkdtemp(prefix="oorkiller-bench-")
+    eo_seconds = 1.5 if quick else 3.0
+    result = {"count": count, "rounds": []}
+    ballast = None
+    try:
+        base = harness.spawn_sleepers(started, BASELINE_COUNT)
+        result["baseline_processes"] = harness.process_count()
+        result["earlyoom_baseline_cycles"] = earlyoom_cycles(started, eo_seconds)
+        harness.spawn_sleepers(started, count - BASELINE_COUNT)
+        result["processes"] = harness.process_count()
+        log(f"selection: {result['processes']} processes in the namespace")
+        ballast = hold_half_memory()
+        config = nohang_config(folder)
+        for round_no in range(rounds):
+            one = {}
+            one["oorkiller"] = full_selection_times(10 if quick else 30)
+            one["floor_processes"], one["floor"] = floor_times(10 if quick else 30)
+            one["earlyoom_cycles"] = earlyoom_cycles(started, eo_seconds)
+            one["nohang"] = nohang_decisions(started, config, 3 if quick else 5, 20)
+            one["crossing"] = crossing_to_signal(started, 1 if quick else 2)
+            result["rounds"].append(one)
+            log(f"selection N={count} round {round_no + 1}/{rounds} done")
+        del base
+    finally:
+        started.close()
+        if ballast is not None:
+            ballast.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+# ------------------------------------------------------------------ outside
+def run(quick: bool = False) -> dict:
+    counts = (1000,) if quick else COUNTS
+    rounds = 1 if quick else 3
+    harness.helper_path()
+    per_count = {}
+    for count in counts:
+        raw = harness.in_pid_namespace("selection", "measure_at", timeout=900,
+                                       count=count, rounds=rounds, quick=quick)
+        per_count[str(count)] = digest(raw)
+    return {"counts": per_count}
+
+
+def digest(raw: dict) -> dict:
+    """Per round medians, then the median and spread over rounds."""
+    base_cycle = summary(raw["earlyoom_baseline_cycles"])["median"]
+    rows = {"oorkiller_ms": [], "floor_ms": [], "earlyoom_ms": [], "nohang_ms": [],
+            "crossing_to_signal_ms": [], "earlyoom_cycle_ms": []}
+    for one in raw["rounds"]:
+        rows["oorkiller_ms"].append(summary(one["oorkiller"])["median"] * 1e3)
+        rows["floor_ms"].append(summary(one["floor"])["median"] * 1e3)
+        cycle = summary(one["earlyoom_cycles"])["median"]
+        if cycle is not None and base_cycle is not None:
+            rows["earlyoom_cycle_ms"].append(cycle * 1e3)
+            rows["earlyoom_ms"].append((cycle - base_cycle) * 1e3)
+        searches = [seconds for _, seconds in one["nohang"]]
+        if searches:
+            rows["nohang_ms"].append(summary(searches)["median"] * 1e3)
+        for hog in one["crossing"]:
+            if hog["to_signal"] is not None:
+                rows["crossing_to_signal_ms"].append(hog["to_signal"] * 1e3)
+    out = {key: summary(values) for key, values in rows.items()}
+    out["processes"] = raw["processes"]
+    out["earlyoom_baseline_cycle_ms"] = base_cycle * 1e3 if base_cycle else None
+    out["baseline_processes"] = raw["baseline_processes"]
+    out["nohang_tasks"] = [tasks for one in raw["rounds"] for tasks, _ in one["nohang"]]
+    out["hogs_killed"] = sum(h["killed"] for one in raw["rounds"] for h in one["crossing"])
+    out["hogs"] = sum(len(one["crossing"]) for one in raw["rounds"])
+    med = {key: out[key]["median"] for key in rows}
+    out["ratios"] = {
+        "oorkiller_over_floor": harness.ratio(med["oorkiller_ms"], med["floor_ms"]),
+        "earlyoom_over_oorkiller": harness.ratio(med["earlyoom_ms"], med["oorkiller_ms"]),
+        "nohang_over_oorkiller": harness.ratio(med["nohang_ms"], med["oorkiller_ms"]),
+    }
+    return out
