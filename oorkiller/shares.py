@@ -261,3 +261,28 @@ def _kill_through_pidfd(table, proc) -> bool:
         return False
     finally:
         os.close(pidfd)
+
+
+def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
+            self_pid: int, cgroup_of) -> tuple[list[dict], list[dict]]:
+    """What `oorkiller candidates` shows: every unit `mode` may kill, with the
+    parts of its score, best first; and the units and processes excluded, why."""
+    kinds = LEVELS if mode == "auto" else ("process", mode)
+    ranked, excluded = [], []
+    for kind in kinds:
+        for unit in units(kind, entries, used, capacity, self_pid, cgroup_of):
+            if kind != "process" and len(unit.members) == 1:
+                continue                     # the same process, already listed
+            if unit.refusal:
+                excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
+                                 "reason": f"{kind} {unit.key} {unit.refusal}"})
+                continue
+            ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
+                           "unit": kind, "group": unit.key, "processes": len(unit.members),
+                           "used": unit.used, "share": unit.share, "adjust": unit.adjust,
+                           "score": unit.score, "enough": unit.share >= min_share,
+                           "cpu_ticks": unit.work})
+    ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
+    excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
+                 for p in entries if p.note is not None and not p.note.eligible]
+    return ranked, excluded

@@ -198,5 +198,15 @@ def reap(*procs: subprocess.Popen) -> dict:
     return out
 
 
+def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
 def alive(proc: subprocess.Popen) -> bool:
     return proc.poll() is None

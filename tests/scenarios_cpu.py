@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from sandbox import reap, wait_until
+
 THIS = os.path.abspath(__file__)
 
 
@@ -112,13 +114,6 @@ def cpu_section(**extra) -> dict:
     return section
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def is_dead(pid: int) -> bool:
@@ -130,17 +125,6 @@ def is_dead(pid: int) -> bool:
         return True
 
 
-def ended(*procs) -> dict:
-    """name -> returncode (-15 SIGTERM, -9 SIGKILL) or 'alive' (then killed now)."""
-    out = {}
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            out[proc.victim_name] = "alive"
-        else:
-            out[proc.victim_name] = proc.returncode
-    return out
 
 
 def reap_all() -> None:
@@ -179,7 +163,7 @@ def records_of(daemon: Daemon) -> list[dict]:
 
 def finish(daemon: Daemon, *procs, **observed) -> dict:
     stopped = daemon.stop()
-    result = {"ended": ended(*procs), "records": records_of(daemon), "stopped": stopped, **observed}
+    result = {"ended": reap(*procs), "records": records_of(daemon), "stopped": stopped, **observed}
     reap_all()
     return result
 

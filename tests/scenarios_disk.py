@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from sandbox import MiB, Daemon, base_config, mem_available, reap, victim
+from sandbox import MiB, Daemon, base_config, mem_available, reap, victim, wait_until
 
 HOUR = 3600
 
@@ -44,13 +44,6 @@ def logs_rule(path: str, **extra) -> dict:
     return rule
 
 
-def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def finish(daemon: Daemon, **observed) -> dict:
@@ -184,7 +177,7 @@ def writers(dry_run: bool = False) -> dict:
     daemon = Daemon(base_config(disks=[disk_section(
         fs, free={"clean": "30%", "kill": "20%"}, writer_rate="50MiB/s", term_timeout="2s")]),
         *(["--dry-run"] if dry_run else []))
-    wait(lambda: procs[0].poll() is not None, 3 if dry_run else 15)
+    wait_until(lambda: procs[0].poll() is not None, 3 if dry_run else 15)
     time.sleep(1.0)
     observed = finish(daemon)
     observed["ended"] = reap(*procs)
@@ -209,10 +202,10 @@ def cleanup_beside_memory_hog(files: int = 100_000) -> dict:
                             until={"free": "50%", "inodes_free": "99%"}, cleanup=[logs_rule(logs)])])
     daemon = Daemon(config)
     began = time.monotonic()
-    passing = wait(lambda: len(os.listdir(logs)) < files, 10)    # the pass has begun
+    passing = wait_until(lambda: len(os.listdir(logs)) < files, 10)    # the pass has begun
     hog = victim("hog", "hog", "--chunk", "64", "--pause", "0.02", "--cap", "2000")
     hog_started = time.monotonic()
-    hog_died = wait(lambda: hog.poll() is not None, 20)
+    hog_died = wait_until(lambda: hog.poll() is not None, 20)
     hog_after = time.monotonic() - hog_started
     left_at_kill = len(os.listdir(logs))
     daemon.wait_for("cleanup", 60)

@@ -136,7 +136,8 @@ class LoopDisk:
 # ------------------------------------------------------------------ scenarios (PID 1 side)
 sys.path.insert(0, os.path.dirname(THIS))
 if __name__ != "__main__":                  # a victim needs none of this
-    from scenarios_cpu import ended, reap_all, records_of, wait_until
+    from sandbox import reap, wait_until
+    from scenarios_cpu import reap_all, records_of
     from sandbox import Daemon, base_config
 
 
@@ -161,7 +162,7 @@ def io_section(device: str, **extra) -> dict:
 
 def finish(daemon, *procs, **observed) -> dict:
     stopped = daemon.stop()
-    result = {"ended": ended(*procs), "records": records_of(daemon), "stopped": stopped, **observed}
+    result = {"ended": reap(*procs), "records": records_of(daemon), "stopped": stopped, **observed}
     reap_all()
     return result
 

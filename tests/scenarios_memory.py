@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from sandbox import MiB, Daemon, base_config, mem_available, reap, victim
+from sandbox import MiB, Daemon, base_config, mem_available, reap, victim, wait_until
 
 
 def memory_section(term: int, kill: int, **extra) -> dict:
@@ -16,12 +16,7 @@ def memory_section(term: int, kill: int, **extra) -> dict:
 
 
 def wait_exit(proc, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_until(lambda: proc.poll() is not None, timeout, step=0.02)
 
 
 def records_of(daemon: Daemon) -> list[dict]:

@@ -233,24 +233,9 @@ class CpuMonitor(ProcessMonitor):
         time.sleep(CANDIDATE_WINDOW)
         self.read()
         self.sample(window, time.monotonic())
-        entries, used, capacity = self.table.entries(), window.usage(), self.capacity(window)
-        kinds = shares.LEVELS if self.cfg.kill == "auto" else ("process", self.cfg.kill)
-        ranked, excluded = [], []
-        for kind in kinds:
-            for unit in shares.units(kind, entries, used, capacity, self.context.self_pid, self.cgroup_of):
-                if kind != "process" and len(unit.members) == 1:
-                    continue                     # the same process, already listed
-                if unit.refusal:
-                    excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
-                                     "reason": f"{kind} {unit.key} {unit.refusal}"})
-                    continue
-                ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
-                               "unit": kind, "group": unit.key, "processes": len(unit.members),
-                               "share": unit.share, "adjust": unit.adjust, "score": unit.score,
-                               "enough": unit.share >= self.min_share(), "cpu_ticks": unit.work})
-        ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
-        excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
-                     for p in entries if p.note is not None and not p.note.eligible]
+        ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), window.usage(),
+                                          self.capacity(window), self.min_share(),
+                                          self.context.self_pid, self.cgroup_of)
         return {"ranked": ranked[:top], "excluded": excluded}
 
     def close(self) -> None:

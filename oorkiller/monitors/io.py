@@ -328,25 +328,11 @@ class IoMonitor(ProcessMonitor):
             return {"device": None, "ranked": [], "excluded": []}
         watch = max(watched, key=lambda w: (w.reading.bytes, w.reading.ios))
         used = self.attributed(watch)
-        capacity, entries = self.capacity(watch, used), self.table.entries()
-        ranked, excluded = [], []
-        kinds = shares.LEVELS if self.cfg.kill == "auto" else ("process", self.cfg.kill)
-        for kind in kinds:
-            for unit in shares.units(kind, entries, used, capacity, self.context.self_pid, self.cgroup_of):
-                if kind != "process" and len(unit.members) == 1:
-                    continue                        # the same process, already listed
-                if unit.refusal:
-                    excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
-                                     "reason": f"{kind} {unit.key} {unit.refusal}"})
-                    continue
-                ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
-                               "unit": kind, "group": unit.key, "processes": len(unit.members),
-                               "device": watch.name, "io": unit.used, "share": unit.share,
-                               "adjust": unit.adjust, "score": unit.score,
-                               "enough": unit.share >= self.min_share(), "cpu_ticks": unit.work})
-        ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
-        excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
-                     for p in entries if p.note is not None and not p.note.eligible]
+        ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), used,
+                                          self.capacity(watch, used), self.min_share(),
+                                          self.context.self_pid, self.cgroup_of)
+        for row in ranked:
+            row["device"] = watch.name
         return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded}
 
     def reload(self, context) -> None:
