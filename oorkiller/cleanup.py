@@ -211,8 +211,8 @@ class Walk:
 
 # ------------------------------------------------------------------ deleting
 def delete_one(dir_fd: int, found: Found, device: int, cutoff_ns: int, dry_run: bool = False) -> str:
-    """Unlink one file after checking it again: 'deleted', 'flocked' or 'skipped'
-    (in a dry run every check is made and nothing is unlinked)."""
+    """Unlink one file after checking it again: 'deleted', 'flocked', 'skipped'
+    or 'failed: WHY' (in a dry run every check is made and nothing is unlinked)."""
     try:
         fd = os.open(found.name, FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -227,7 +227,12 @@ def delete_one(dir_fd: int, found: Found, device: int, cutoff_ns: int, dry_run: 
         except BlockingIOError:
             return "flocked"
         if not dry_run:
-            os.unlink(found.name, dir_fd=dir_fd)
+            try:
+                os.unlink(found.name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return "skipped"
+            except OSError as err:                   # read-only, EPERM...: must be said
+                return f"failed: {err.strerror}"
         return "deleted"
     except OSError:
         return "skipped"
@@ -292,6 +297,11 @@ def run_pass(rules, device: int, goal: Goal, now: float | None = None,
             outcome = delete_one(dir_fd, found, device, cutoff, dry_run)
             if outcome == "flocked":
                 result.kept_flocked += 1
+                continue
+            if outcome.startswith("failed: "):
+                text = f"{dir_path}: cannot delete: {outcome[len('failed: '):]}"
+                if text not in result.errors:
+                    result.errors.append(text)
                 continue
             if outcome != "deleted":
                 continue
