@@ -778,6 +778,8 @@ def _read_checked(path: str, check_owner: bool) -> str:
     try:
         # fstat the open file, not the path, so a file swapped in between is not missed.
         _check_safe(path, os.fstat(fd), check_owner)
+        if check_owner:
+            _check_directories(path)
         data = _read_all(path, fd)
     finally:
         os.close(fd)
@@ -800,6 +802,28 @@ def _check_safe(path: str, info: os.stat_result, check_owner: bool) -> None:
     if check_owner and info.st_mode & 0o022:
         raise _refusal(path, f"refused: writable by group or others "
                              f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod go-w it")
+
+
+def _check_directories(path: str) -> None:
+    """A safe file in a directory another user may write is not safe: that user
+    can rename it away and put a link to any root-owned file in its place. So
+    every directory above the file, as named and as resolved, must pass the
+    test cleanup directories pass (root-owned, writable by nobody else; a
+    sticky one like /tmp is fine)."""
+    from oorkiller.cleanup import untrusted_reason
+    for named in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        directory = os.path.dirname(named)
+        while True:
+            try:
+                reason = untrusted_reason(os.stat(directory), ancestor=True)
+            except OSError as err:
+                raise _refusal(path, f"cannot check {directory}: {err.strerror}") from None
+            if reason:
+                raise _refusal(path, f"refused: the directory {directory} is {reason} "
+                                     "(whoever can write it can replace this file)")
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
 
 
 def _read_all(path: str, fd: int) -> bytes:
