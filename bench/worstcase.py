@@ -1,0 +1,183 @@
+"""Worst case: memory watching while the CPUs are saturated and a disk
+cleanup deletes 100,000 files.
+
+Runs as PID 1 of a PID namespace (with its private mount namespace). The
+daemon has no hook that records each memory reading, so the memory shield
+runs in-process exactly as daemon.MonitorThread runs it (a MemoryMonitor on
+its own thread, a real Executor; the process at nice -10 like the daemon's
+default), with `read` wrapped to timestamp every reading of /proc/meminfo.
+
+Phases, each ending with a fast hog (cap 2.5 GiB, kill level 1 GiB under
+MemAvailable) that the monitor must kill:
+- idle: nothing else runs;
+- load: one C spinner per CPU, and 100,000 files on a tmpfs deleted at
+  the same time. When the disk shield exists (monitors.disk), the deletion
+  is its cleanup; otherwise (and the report says so) it is `find -delete`.
+
+Reported: the largest gap between two readings, the largest lateness (gap
+minus the sleep the monitor asked for), and the hog's time to death
+(first MemAvailable sample under the kill level → pidfd readable).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+
+from bench import harness
+from bench.fasthog import wait_death
+from bench.harness import GiB, MiB, MemSampler, Started, log, summary
+from bench.selection import SignalClock, memory_config
+
+FILES = 100_000
+HOG_CAP_MIB = 2560
+
+
+class TimedMonitor:
+    """A MemoryMonitor on its thread, every reading and asked sleep recorded."""
+
+    def __init__(self, level: int):
+        from oorkiller.actions import Executor
+        from oorkiller.daemon import MonitorThread
+        from oorkiller.kmsg import RecordWriter
+        from oorkiller.monitors.base import Context
+        from oorkiller.monitors.memory import MemoryMonitor
+        from oorkiller.rules import RuleSet
+        config = memory_config(level, level)
+        self.writer = RecordWriter(kmsg=False, stderr=False)
+        self.executor = Executor(self.writer, hooks=SignalClock())
+        context = Context(config=config, writer=self.writer, executor=self.executor,
+                          rules=RuleSet(config), dry_run=False)
+        self.monitor = MemoryMonitor(context)
+        self.readings: list[float] = []
+        self.asked: list[float] = []
+        read, step = self.monitor.read, self.monitor.step
+
+        def timed_read():
+            self.readings.append(time.monotonic())
+            return read()
+
+        def timed_step(now):
+            sleep = step(now)
+            self.asked.append(sleep)
+            return sleep
+
+        self.monitor.read, self.monitor.step = timed_read, timed_step
+        self.stopping = threading.Event()
+        self.thread = MonitorThread(self.monitor, self.writer, self.stopping)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.stop()
+        self.thread.thread.join(2)
+        self.executor.stop()
+        self.monitor.close()
+        self.writer.close()
+
+    def gaps(self, since: float) -> dict:
+        pairs = [(a, b, asked) for a, b, asked in zip(self.readings, self.readings[1:], self.asked)
+                 if a >= since]
+        gaps = [b - a for a, b, _ in pairs]
+        late = [b - a - asked for a, b, asked in pairs]
+        return {"readings": len(gaps) + 1, "max_gap_ms": max(gaps, default=0) * 1e3,
+                "median_gap_ms": summary(gaps)["median"] and summary(gaps)["median"] * 1e3,
+                "max_late_ms": max(late, default=0) * 1e3,
+                "interval_ms": self.monitor.interval * 1e3}
+
+
+def make_files(folder: str, count: int) -> None:
+    for i in range(count):
+        os.close(os.open(os.path.join(folder, f"f{i:06d}.log.1"), os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def disk_shield_available() -> bool:
+    from oorkiller.monitors import monitor_class
+    try:
+        return monitor_class("disks") is not None
+    except Exception:
+        return False
+
+
+def phase(started: Started, loaded: bool, seconds: float) -> dict:
+    available = harness.mem_available()
+    level = available - GiB
+    harness.check_safe(HOG_CAP_MIB * MiB)
+    folder = None
+    if loaded:
+        folder = tempfile.mkdtemp(prefix="oorkiller-bench-files-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m,nr_inodes=200000", "files", folder],
+                       check=True)
+        make_files(folder, FILES)
+    try:
+        with TimedMonitor(level) as timed:
+            time.sleep(0.5)
+            since = time.monotonic()
+            deleter = None
+            if loaded:
+                for _ in range(os.cpu_count() or 2):
+                    started.helper("spin", seconds + 5)
+                deleter = started.start(["find", folder, "-type", "f", "-delete"], wait_ready=False)
+            time.sleep(seconds)
+            with MemSampler() as sampler:
+                began = time.monotonic()
+                hog = started.helper("hog", HOG_CAP_MIB)
+                died = wait_death(hog.pid, 15)
+            started.kill(hog)
+            deleted_in = None
+            if deleter is not None:
+                deleter.wait(60)
+                deleted_in = time.monotonic() - since
+            gaps = timed.gaps(since)
+    finally:
+        started.close()
+        if folder:
+            subprocess.run(["umount", folder], check=False)
+            os.rmdir(folder)
+    crossing = next((t for t, a in sampler.samples if t >= began and a < level), None)
+    return {"loaded": loaded, **gaps, "killed": died is not None,
+            "to_death_ms": (died - crossing) * 1e3 if died and crossing else None,
+            "deleted_in_s": deleted_in}
+
+
+def phases(rounds: int, seconds: float) -> dict:
+    """Inside a PID namespace: idle, load, idle, load, ..."""
+    os.setpriority(os.PRIO_PROCESS, 0, -10)        # as the daemon's default `nice: -10`
+    started = Started()
+    since = harness.boot_usec()
+    results = []
+    for round_no in range(rounds):
+        for loaded in (False, True):
+            results.append(phase(started, loaded, seconds))
+            log(f"worstcase round {round_no + 1} loaded={loaded}: {results[-1]}")
+            time.sleep(1.0)
+    return {"phases": results, "kernel_oom_kills": harness.kernel_oom_kills_since(since),
+            "disk_shield": disk_shield_available()}
+
+
+def run(quick: bool = False) -> dict:
+    harness.helper_path()
+    raw = harness.in_pid_namespace("worstcase", "phases", timeout=900,
+                                   rounds=1 if quick else 3, seconds=2.0 if quick else 4.0)
+    return digest(raw)
+
+
+def digest(raw: dict) -> dict:
+    out = {"kernel_oom_kills": raw["kernel_oom_kills"],
+           "deletion": "disk shield cleanup" if raw["disk_shield"] else
+           "find -delete (the disk shield does not exist yet)", "phases": raw["phases"]}
+    for name, loaded in (("idle", False), ("load", True)):
+        mine = [p for p in raw["phases"] if p["loaded"] == loaded]
+        out[name] = {"max_gap_ms": max(p["max_gap_ms"] for p in mine),
+                     "max_late_ms": max(p["max_late_ms"] for p in mine),
+                     "to_death_ms": summary([p["to_death_ms"] for p in mine]),
+                     "killed": sum(p["killed"] for p in mine), "phases": len(mine),
+                     "interval_ms": mine[0]["interval_ms"]}
+    out["ratios"] = {"to_death_load_over_idle": harness.ratio(
+        out["load"]["to_death_ms"]["median"], out["idle"]["to_death_ms"]["median"])}
+    return out
