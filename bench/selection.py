@@ -153,6 +153,7 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
                 started.kill(hog)
             executor.stop()
             monitor.close()
+            monitor.table.close()       # MemoryMonitor.close() leaves its table's fds open
             writer.close()
         _wait_memory_back(available - 256 * MiB, 10)
     return results

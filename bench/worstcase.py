@@ -78,6 +78,7 @@ class TimedMonitor:
         self.thread.thread.join(2)
         self.executor.stop()
         self.monitor.close()
+        self.monitor.table.close()      # MemoryMonitor.close() leaves its table's fds open
         self.writer.close()
 
     def gaps(self, since: float) -> dict:
