@@ -2,11 +2,20 @@
 """The process table (compiled as oorkiller._proctable).
 
 It lists the proc root with readdir (getdents64 underneath) and keeps, for
-every PID, a directory fd plus the `stat` and `oom_score` fds opened
-*relative to that directory fd*. A held fd stays bound to the process it
-was opened for: once that process is gone, reading it fails with ESRCH, so a
-PID reused by a new process is never mistaken for the old one. The new
-process becomes a new entry, with a new `serial`, at the next refresh.
+every PID, ONE held fd: the file this table samples (`hold=`: `oom_score`
+for the memory shield, `stat` for CPU, `io` for disks and IO). A held fd
+stays bound to the process it was opened for: once that process is gone,
+reading it fails with ESRCH, so a PID reused by a new process is never
+mistaken for the old one. The new process becomes a new entry, with a new
+`serial`, at the next refresh.
+
+Every other file is read by path and then checked to belong to the same
+process: the held fd is read again afterwards (it still reads, so the
+process that owned the PID when the file was opened is still alive: it is
+ours), or, without a held fd, the start time in `stat` must be unchanged.
+One fd per process (not a directory fd plus two files) is what lets 10,000
+processes fit in the descriptor limit of one table, and four tables in one
+daemon.
 
 The hot path is `sample_memory()`: one pread of the held `oom_score` fd per
 eligible entry into a buffer the table owns, and `rank_memory()` sorts in C.
@@ -66,25 +75,23 @@ cdef extern from "<dirent.h>" nogil:
 
 # Descriptors a Proc can hold, by slot.
 cdef enum:
-    DIR_FD = 0
-    STAT_FD = 1
-    OOM_FD = 2
-    IO_FD = 3
-    N_SLOTS = 4
+    STAT_FD = 0
+    OOM_FD = 1
+    IO_FD = 2
+    N_SLOTS = 3
 
 # Values of an empty slot.
 cdef enum:
     NOT_HELD = -1    # not opened (yet, or over budget): read by open/read/close
     NO_ACCESS = -2   # opening was refused for good (EACCES): not retried
 
-cdef const char *SLOT_FILES[4]
-SLOT_FILES[DIR_FD] = b""
+cdef const char *SLOT_FILES[3]
 SLOT_FILES[STAT_FD] = b"stat"
 SLOT_FILES[OOM_FD] = b"oom_score"
 SLOT_FILES[IO_FD] = b"io"
 
 RESERVED_FDS = 256        # descriptors always left to the rest of the daemon
-WANTED_FD_LIMIT = 65536   # 3 held fds x 10,000 processes, the io fds, and room
+WANTED_FD_LIMIT = 65536   # one held fd per process, in up to four tables, and room
 
 cdef enum:
     READ_BUFFER = 4096    # stat and status of any process fit (comm <= 64 bytes)
@@ -136,7 +143,7 @@ cdef class Proc:
     cdef public bint eligible
     cdef public int adjust
     cdef public object note
-    cdef int fds[4]
+    cdef int fds[3]
     cdef uint64_t seen  # the refresh generation that last listed this PID
 
     def __cinit__(self):
@@ -165,7 +172,7 @@ cdef class Proc:
 
     @property
     def held_fds(self):
-        """How many of its files this entry keeps open (0 to 4)."""
+        """How many of its files this entry keeps open (0 or 1)."""
         cdef int held = 0
         for slot in range(N_SLOTS):
             if self.fds[slot] >= 0:
@@ -214,7 +221,7 @@ cdef inline bint is_gone(int err) noexcept nogil:
 
 
 cdef class ProcTable:
-    """ProcTable(proc_root="/proc", self_pid=os.getpid(), max_held_fds=None)"""
+    """ProcTable(proc_root="/proc", self_pid=os.getpid(), max_held_fds=None, hold="oom_score")"""
     cdef readonly str proc_root
     cdef readonly int self_pid
     cdef bytes _root_path
@@ -224,6 +231,7 @@ cdef class ProcTable:
     cdef list _dropped      # entries a sample dropped since the last refresh
     cdef uint64_t _generation, _next_serial
     cdef Py_ssize_t _held_fds, _fd_budget
+    cdef int _held_slot     # the one file kept open per entry
     cdef RankKey *_rank_keys
     cdef Py_ssize_t _rank_capacity
     cdef char _buf[READ_BUFFER]
@@ -232,7 +240,11 @@ cdef class ProcTable:
         self._root_fd = -1
         self._rank_keys = NULL
 
-    def __init__(self, proc_root="/proc", self_pid=None, max_held_fds=None):
+    def __init__(self, proc_root="/proc", self_pid=None, max_held_fds=None, hold="oom_score"):
+        slots = {"oom_score": OOM_FD, "stat": STAT_FD, "io": IO_FD}
+        if hold not in slots:
+            raise ValueError(f"hold must be one of {sorted(slots)}, not {hold!r}")
+        self._held_slot = slots[hold]
         self.proc_root = os.fsdecode(os.fspath(proc_root))
         self._root_path = os.fsencode(self.proc_root)
         self._root_fd = os.open(self.proc_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -286,32 +298,27 @@ cdef class ProcTable:
     # ------------------------------------------------------------ descriptors
 
     cdef int _open_slot(self, Proc p, int slot) noexcept:
-        """Opens file `slot` of p: relative to its held directory fd when it
-        has one (so it belongs to the same process), else by path under the
-        proc root. Returns the fd, or -1 with errno set."""
+        """Opens file `slot` of p by path under the proc root. Returns the
+        fd, or -1 with errno set. Who it belongs to is checked by the caller
+        (`_same_process`)."""
         cdef char path[64]
         if self._root_fd < 0:
             set_errno(EMFILE)
             return -1
-        if slot == DIR_FD:
-            snprintf(path, sizeof(path), "%d", p.pid)
-            return openat(self._root_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if p.fds[DIR_FD] >= 0:
-            return openat(p.fds[DIR_FD], SLOT_FILES[slot], O_RDONLY | O_CLOEXEC)
         snprintf(path, sizeof(path), "%d/%s", p.pid, SLOT_FILES[slot])
         return openat(self._root_fd, path, O_RDONLY | O_CLOEXEC)
 
     cdef bint _hold(self, Proc p, int slot) noexcept:
-        """Opens file `slot` of p and keeps it, while the fd budget allows.
-        Only files reached through a held directory fd are kept: a file
-        opened by path could belong to a later process with the same PID."""
+        """Opens the table's held file of p and keeps it, while the fd budget
+        allows. Only an entry's first open is kept (in `_add`, checked there to
+        be the listed process); other files are read and closed."""
         cdef int fd
         if p.fds[slot] >= 0:
             return True
-        if p.fds[slot] == NO_ACCESS or self._held_fds >= self._fd_budget:
+        if slot != self._held_slot or p.fds[slot] == NO_ACCESS or self._held_fds >= self._fd_budget:
             return False
-        if slot != DIR_FD and p.fds[DIR_FD] < 0:
-            return False
+        if p.serial != 0:
+            return False        # held fds are taken when an entry is made, never later
         fd = self._open_slot(p, slot)
         if fd < 0:
             if errno == EMFILE or errno == ENFILE:
@@ -407,15 +414,29 @@ cdef class ProcTable:
 
     cdef Proc _add(self, int pid):
         """A new entry for pid with its static facts, or None if it cannot
-        be read (it exited mid-scan, or descriptors ran out)."""
+        be read (it exited mid-scan, or descriptors ran out).
+
+        The held file is opened first: it binds to the process that had the
+        PID then. The facts are read by path after, and the held file must
+        still read after that: so the facts are that same process's."""
         cdef Proc p = Proc.__new__(Proc)
         p.pid = pid
-        if self._held_fds + 3 <= self._fd_budget:
-            self._hold(p, DIR_FD)
+        p.alive = True
+        cdef int failure
+        self._hold(p, self._held_slot)
         if not self._read_facts(p):
+            failure = errno
+            self._held_fds -= p.close_fds()
+            if failure != EMFILE and failure != ENFILE:
+                return None
+            # Out of descriptors for reads: hold no more, and read this one
+            # with the descriptor just given back.
+            self._fd_budget = max(0, self._held_fds - RESERVED_FDS)
+            if not self._read_facts(p):
+                return None
+        if not self._same_process(p):
             self._held_fds -= p.close_fds()
             return None
-        self._hold(p, OOM_FD)
         self._next_serial += 1
         p.serial = self._next_serial
         p.eligible = not (p.kthread or pid == self.self_pid)
@@ -441,17 +462,28 @@ cdef class ProcTable:
         p.uid = status.uid
         return True
 
+    cdef bint _same_process(self, Proc p) noexcept:
+        """True if p's process is still alive and still p: its held fd reads
+        (a held fd of an exited process fails with ESRCH), or, without one,
+        `stat` by path shows the same start time."""
+        cdef char buf[READ_BUFFER]
+        cdef pp_pidstat stat
+        cdef ssize_t n
+        cdef int slot = self._held_slot
+        if p.fds[slot] >= 0:
+            return pread(p.fds[slot], buf, READ_BUFFER, 0) >= 0
+        n = self._read_slot(p, STAT_FD, buf, READ_BUFFER)
+        return n >= 0 and pp_parse_pidstat(buf, n, &stat) == 0 and stat.starttime == p.starttime
+
     cdef ssize_t _read_transient(self, Proc p, const char *name) noexcept:
-        """open/read/close of a file of p into the table's buffer."""
+        """open/read/close of a file of p into the table's buffer (by path:
+        the caller checks `_same_process` afterwards)."""
         cdef char path[64]
         cdef int fd
         cdef ssize_t n
         cdef int saved_errno
-        if p.fds[DIR_FD] >= 0:
-            fd = openat(p.fds[DIR_FD], name, O_RDONLY | O_CLOEXEC)
-        else:
-            snprintf(path, sizeof(path), "%d/%s", p.pid, name)
-            fd = openat(self._root_fd, path, O_RDONLY | O_CLOEXEC)
+        snprintf(path, sizeof(path), "%d/%s", p.pid, name)
+        fd = openat(self._root_fd, path, O_RDONLY | O_CLOEXEC)
         if fd < 0:
             return -1
         n = pread(fd, self._buf, READ_BUFFER, 0)
@@ -603,15 +635,12 @@ cdef class ProcTable:
     # ------------------------------------------------------------ on demand
 
     cdef bytes _read_whole(self, Proc proc, str name):
-        """The whole file `name` of proc, through its held directory fd.
-        Raises ProcessLookupError when the process is gone."""
+        """The whole file `name` of proc, read by path and then checked to be
+        proc's (`_same_process`). Raises ProcessLookupError when it is gone."""
         if not proc.alive:
             raise _gone_error(proc)
         try:
-            if proc.fds[DIR_FD] >= 0:
-                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc.fds[DIR_FD])
-            else:
-                fd = os.open(f"{proc.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root_fd)
+            fd = os.open(f"{proc.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root_fd)
             try:
                 chunks = []
                 while True:
@@ -623,6 +652,8 @@ cdef class ProcTable:
                 os.close(fd)
         except (FileNotFoundError, ProcessLookupError):
             raise _gone_error(proc) from None
+        if not self._same_process(proc):
+            raise _gone_error(proc)
         return b"".join(chunks)
 
     def read_stat(self, Proc proc not None):
@@ -661,19 +692,20 @@ cdef class ProcTable:
         if not proc.alive:
             return b""
         try:
-            if proc.fds[DIR_FD] >= 0:
-                return os.readlink(b"exe", dir_fd=proc.fds[DIR_FD])
-            return os.readlink(b"%d/exe" % proc.pid, dir_fd=self._root_fd)
+            target = os.readlink(b"%d/exe" % proc.pid, dir_fd=self._root_fd)
         except (FileNotFoundError, ProcessLookupError):
             return b""
+        return target if self._same_process(proc) else b""
 
     def open_pidfd(self, Proc proc not None):
         """A pidfd for proc, only if proc is still the same process.
 
-        pidfd_open first, then the held stat fd must still read with the same
-        start time: a held fd of an exited process fails with ESRCH, so if it
-        reads after pidfd_open, the pidfd names our process and not a later
-        one with the same PID. Raises ProcessLookupError otherwise.
+        pidfd_open first, then `stat` must still show the same start time for
+        that PID: the process the pidfd names was alive at pidfd_open, so if
+        the PID still has our start time after it, the pidfd names our
+        process and not a later one with the same PID (a held `stat` fd of
+        an exited process fails with ESRCH). Raises ProcessLookupError
+        otherwise.
         """
         cdef char buf[READ_BUFFER]
         cdef pp_pidstat stat

@@ -44,11 +44,11 @@ def children():
         """)
         child = subprocess.Popen([sys.executable, "-c", code, (name or b"").hex()],
                                  stdout=subprocess.PIPE)
+        spawned.append(child)            # before anything below can fail: never leaked
         assert child.stdout.readline() == b"ready\n"
         if oom_score_adj is not None:
             with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
                 f.write(str(oom_score_adj))
-        spawned.append(child)
         return child
 
     yield spawn
@@ -77,7 +77,7 @@ def test_new_pids_get_their_static_facts(tree):
     assert worker.cpu_ticks == 10 and not worker.kthread and worker.eligible
     assert table.get(2).kthread and not table.get(2).eligible
     assert len(table) == 2 and table.get(3) is None
-    assert worker.held_fds == 3  # directory, stat, oom_score
+    assert worker.held_fds == 1  # the sampled file only: oom_score
 
 
 def test_the_daemon_itself_is_not_eligible(tree):
@@ -171,15 +171,16 @@ def test_a_reused_pid_is_a_new_entry(tree):
         table.open_pidfd(old)
 
 
-def test_sample_io_opens_io_on_first_use(tree):
+def test_a_table_holds_the_one_file_it_samples(tree):
     tree.add_process(100, io=io_text(read_bytes=4096, write_bytes=8192, syscr=3, syscw=4,
                                      cancelled_write_bytes=512))
-    table = ProcTable(tree.root, self_pid=1)
+    table = ProcTable(tree.root, self_pid=1, hold="io")
     table.refresh()
     p = table.get(100)
-    assert p.held_fds == 3
+    assert p.held_fds == 1 and table.held_fds == 1
     table.sample_io()
-    assert p.held_fds == 4
+    table.sample_memory()              # a file it does not hold: read by path
+    assert p.held_fds == 1
     assert (p.io_read_bytes, p.io_write_bytes, p.io_cancelled, p.io_syscalls) == (4096, 8192, 512, 7)
 
 
@@ -204,7 +205,7 @@ def test_entries_over_the_fd_budget_are_kept_and_read_by_path(tree):
     table.refresh()
     assert len(table) == 10 and table.held_fds <= 9
     unheld = [p for p in table.entries() if p.held_fds == 0]
-    assert len(unheld) == 7
+    assert len(unheld) == 1
     tree.set_oom_score(unheld[0].pid, 1200)
     table.sample_memory()
     assert unheld[0].oom_score == 1200
@@ -217,7 +218,7 @@ def test_close_releases_every_fd(tree):
     table = ProcTable(tree.root, self_pid=1)
     before = len(os.listdir("/proc/self/fd"))
     table.refresh()
-    assert len(os.listdir("/proc/self/fd")) == before + 15
+    assert len(os.listdir("/proc/self/fd")) == before + 5      # one per process
     table.close()
     assert len(os.listdir("/proc/self/fd")) == before - 1  # the root fd too
     assert len(table) == 0
@@ -377,7 +378,7 @@ def test_running_out_of_fds_degrades_without_failing():
         table = ProcTable()
         table.refresh()
         open_now = len(os.listdir("/proc/self/fd"))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         kids = [subprocess.Popen(["sleep", "30"], close_fds=True) for _ in range(8)]
         added, _ = table.refresh()
         table.sample_memory(); table.sample_cpu()
@@ -419,3 +420,8 @@ def test_read_stat_refreshes_one_entry_and_refuses_a_dead_one():
         child.wait()
     with pytest.raises(ProcessLookupError):
         table.read_stat(entry)
+
+
+def test_hold_must_name_a_sampled_file(tree):
+    with pytest.raises(ValueError):
+        ProcTable(tree.root, self_pid=1, hold="cmdline")

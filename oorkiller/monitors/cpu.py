@@ -39,6 +39,7 @@ FOLLOW_EXTRA = 2.0         # seconds a group is followed beyond its action's lon
 
 class CpuMonitor(ProcessMonitor):
     name = "cpu"
+    HOLD = "stat"
 
     def __init__(self, context):
         super().__init__(context)
@@ -130,6 +131,7 @@ class CpuMonitor(ProcessMonitor):
         if self.held_since is not None:
             self.held_since = None
             self.window.clear()
+            self.release_table()         # a healthy machine costs no process table
         self.said_nothing = False
 
     def _action_over(self, now: float) -> None:
@@ -243,4 +245,4 @@ class CpuMonitor(ProcessMonitor):
         self.loadavg_file.close()
         if self.psi_file is not None:
             self.psi_file.close()
-        self.table.close()
+        super().close()

@@ -121,6 +121,7 @@ class Disk:
 
 class DiskMonitor(ProcessMonitor):
     name = "disk"
+    HOLD = "io"
 
     def __init__(self, context):
         super().__init__(context)
@@ -187,8 +188,9 @@ class DiskMonitor(ProcessMonitor):
             for disk in below_clean:
                 if disk.state == "kill":
                     self._kill_writer(disk)
-        else:
+        elif all(d.state == "ok" for d in self.disks):
             self.written.clear()
+            self.release_table()         # a healthy machine costs no process table
         pending = [d.due for d in self.disks if d.active and d.mount is not None]
         return max(0.0, min(pending, default=now + self.interval) - time.monotonic())
 
@@ -358,7 +360,7 @@ class DiskMonitor(ProcessMonitor):
     def close(self) -> None:
         for disk in self.disks:
             disk.worker.stop()
-        self.table.close()
+        super().close()
 
 
 def writes_to(proc_root: str, pid: int, device: int) -> bool:

@@ -57,6 +57,7 @@ class Watch:
 
 class IoMonitor(ProcessMonitor):
     name = "io"
+    HOLD = "io"
 
     def __init__(self, context):
         super().__init__(context)
@@ -189,6 +190,7 @@ class IoMonitor(ProcessMonitor):
     def _end_stretch(self) -> None:
         for window in (self.window, self.calls, self.device_window):
             window.clear()
+        self.release_table()                      # a healthy machine costs no process table
 
     def _action_over(self, now: float) -> None:
         self.action = None
@@ -350,7 +352,7 @@ class IoMonitor(ProcessMonitor):
 
     def close(self) -> None:
         self._close_readers()
-        self.table.close()
+        super().close()
 
 
 def io_bytes(proc) -> int:

@@ -17,10 +17,31 @@ from oorkiller.rules import cgroup_path
 
 
 class ProcessMonitor(Monitor):
+    HOLD = "oom_score"       # the one file per process this monitor samples
+
     def __init__(self, context):
         super().__init__(context)
-        self.table = ProcTable(context.proc_root, context.self_pid)
+        self._table = None
         self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+
+    @property
+    def table(self) -> ProcTable:
+        """The process table, made on first use: a shield that only samples
+        processes while a shortage holds (CPU, IO, disk writers) holds no
+        descriptors and no entries while the machine is healthy."""
+        if self._table is None:
+            self._table = ProcTable(self.context.proc_root, self.context.self_pid, hold=self.HOLD)
+        return self._table
+
+    def release_table(self) -> None:
+        """Close the table (its next use makes a fresh one, with new serials)."""
+        if self._table is not None:
+            self._table.close()
+            self._table = None
+            self.cgroups.clear()
+
+    def close(self) -> None:
+        self.release_table()
 
     def refresh_table(self) -> tuple[list, list]:
         """List /proc again; judge the new entries, forget the dead ones."""
