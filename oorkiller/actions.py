@@ -42,6 +42,7 @@ class Action:
     escalate: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     started: float = 0.0
+    finished: float = 0.0              # monotonic time the action ended
     outcome: str = ""                  # dead | alive | dry-run | gone
 
     @property
@@ -127,6 +128,11 @@ class Executor:
             return None
         return action
 
+    def last(self, resource: str) -> Action | None:
+        """The resource's latest action, finished or not."""
+        with self._lock:
+            return self._current.get(resource)
+
     def submit(self, action: Action) -> bool:
         """Hand an action to its resource's worker; False if one is under way."""
         with self._lock:
@@ -162,6 +168,7 @@ class Executor:
                                  reason=f"action failed: {err!r}")
             finally:
                 close_targets(action.targets)
+                action.finished = time.monotonic()
                 action.done.set()
 
     def _carry_out(self, action: Action) -> None:

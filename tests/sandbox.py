@@ -89,12 +89,25 @@ def parse_stderr_record(line: str) -> dict | None:
     return parse_record(f"oorkiller[0]: event={line[len(prefix):]}")
 
 
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable")
+def mem_available(settle: bool = True) -> int:
+    """MemAvailable in bytes. With `settle`, once it has stopped moving (the
+    memory of a process that just died can take a moment to show), so that
+    levels set relative to it mean what the test says."""
+    def read() -> int:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no MemAvailable")
+    value = read()
+    deadline = time.monotonic() + (5 if settle else 0)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        again = read()
+        if abs(again - value) < 16 * MiB:
+            return again
+        value = again
+    return value
 
 
 def victim(kind: str, name: str, *options: str, wait_ready: bool = True,

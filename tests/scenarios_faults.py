@@ -191,12 +191,15 @@ FREEZER = "/sys/fs/cgroup/freezer"
 def frozen_victim() -> dict:
     """The victim sits in a FROZEN cgroup v1 freezer: SIGKILL stays pending
     until it is thawed. The action must give up after its timeout with an
-    error record, and the daemon must keep deciding."""
+    error record, and the daemon must keep deciding. The frozen victim holds
+    shared memory, which process_mrelease cannot free, so the shortage stays;
+    the next decision takes the other process."""
     group = f"{FREEZER}/oorkiller-test-{os.getpid()}-{time.monotonic_ns()}"
     os.mkdir(group)
     stuck = None
     try:
-        stuck = victim("sleeper", "frozen", "--size", "600")
+        stuck = victim("sleeper", "frozen", "--size", "600", "--shared")
+        other = victim("sleeper", "other", "--size", "200")
         with open(f"{group}/cgroup.procs", "w") as f:
             f.write(str(stuck.pid))
         with open(f"{group}/freezer.state", "w") as f:
@@ -212,6 +215,7 @@ def frozen_victim() -> dict:
                                                for r in daemon.records()[mark:]), 10)
         alive_while_frozen = stuck.poll() is None
         stopped = daemon.stop()
+        reap(other)
         return {"gave_up": gave_up, "gave_up_after": gave_up_after, "decided_again": decided_again,
                 "alive_while_frozen": alive_while_frozen, "records": records_of(daemon),
                 "stopped": stopped}

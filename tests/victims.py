@@ -22,9 +22,17 @@ def set_name(name: str) -> None:
     libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
-def touch(size: int) -> mmap.mmap:
-    """Anonymous memory, every page written (resident, counted by the kernel)."""
-    block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+def touch(size: int, shared: bool = False) -> mmap.mmap:
+    """Memory with every page written (resident, counted by the kernel).
+    `shared`: a memfd mapping, which the kernel cannot reap from a dying
+    process (process_mrelease frees only private memory)."""
+    if shared:
+        fd = os.memfd_create("victim")
+        os.ftruncate(fd, size)
+        block = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+        os.close(fd)
+    else:
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     address = ctypes.addressof(ctypes.c_char.from_buffer(block))
     libc.memset(ctypes.c_void_p(address), 1, ctypes.c_size_t(size))
     return block
@@ -57,7 +65,7 @@ def burn(seconds: float) -> None:
 
 def sleeper(args) -> None:
     burn(args.burn)
-    held = touch(args.size * MiB) if args.size else None
+    held = touch(args.size * MiB, args.shared) if args.size else None
     ready()
     while True:
         signal.pause()
@@ -86,6 +94,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=4096, help="MiB a hog never exceeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cap-seconds", type=float, default=60.0)
+    parser.add_argument("--shared", action="store_true", help="hold a sleeper's memory in a memfd")
     parser.add_argument("--burn", type=float, default=0.0, help="CPU seconds a sleeper uses first")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--term-exit", action="store_true", help="exit 0 on SIGTERM")

@@ -23,6 +23,8 @@ WARM_ZONE = 4.0             # keep the ranking warm within this many intervals o
 WARM_REFRESH = 0.1          # seconds between warm re-rankings
 RANK_DEPTH = 16             # candidates examined in detail per choice
 RULES_SWEEP = 30.0          # seconds between re-judgements of excluded processes
+SETTLE = 1.0                # seconds the memory of a dead victim may take to show
+SETTLE_SLACK = 64 << 20     # a fall this large after a death is a new shortage
 
 SEVERITY = {None: 0, "term": 1, "kill": 2}
 
@@ -79,6 +81,7 @@ class MemoryMonitor(ProcessMonitor):
         self.last_read_at = None
         self.swept_at = 0.0
         self.said_nothing_at = float("-inf")  # when nothing-to-kill was last recorded
+        self.after_death = None               # (last action, MemAvailable first seen after it)
         self.refresh_table()
 
     @property
@@ -235,6 +238,8 @@ class MemoryMonitor(ProcessMonitor):
             if severity == "kill" and current.first_signal == signal.SIGTERM:
                 current.escalate.set()
             return
+        if self._settling(mem, now):
+            return
         fresh = self.warm and now - self.warm_at <= 2 * WARM_REFRESH
         ranked = self.warm if fresh else self._rank()
         self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
@@ -251,6 +256,20 @@ class MemoryMonitor(ProcessMonitor):
                     unit_kind=unit.kind, unit_key=unit.key, refused=unit.fallback_reason,
                     first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
                     measure=lambda: self._regained(available_at_signal))
+
+    def _settling(self, mem, now: float) -> bool:
+        """Just after a victim died, its memory may not show yet: the kernel
+        frees it into per-CPU lists and reporting queues that MemFree does not
+        count for a while (seen here: up to a second, hundreds of MiB). Wait
+        for it, up to SETTLE, unless memory keeps falling: that is a new
+        shortage, and it is answered at once."""
+        last = self.context.executor.last(self.name)
+        if last is None or last.outcome != "dead" or now - last.finished >= SETTLE:
+            self.after_death = None
+            return False
+        if self.after_death is None or self.after_death[0] is not last:
+            self.after_death = (last, mem.available)
+        return mem.available > self.after_death[1] - SETTLE_SLACK
 
     def _unit_kind(self, chosen) -> str:
         kind = self.cfg.kill
@@ -301,3 +320,4 @@ class MemoryMonitor(ProcessMonitor):
         self.meminfo_file.close()
         if self.psi_file is not None:
             self.psi_file.close()
+        super().close()
