@@ -263,10 +263,22 @@ def mem_total() -> int:
         meminfo.close()
 
 
-def mem_available() -> int:
+def mem_available(settle: bool = True) -> int:
+    """MemAvailable; with `settle`, once it has stopped moving. The memory of a
+    hog that just died can take a second to show (the kernel keeps freed pages
+    uncounted for a while), and levels set from a reading taken before it shows
+    would sit too low for the next hog to cross them."""
     meminfo = MemInfo()
     try:
-        return meminfo.available()
+        value = meminfo.available()
+        deadline = time.monotonic() + (5 if settle else 0)
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            again = meminfo.available()
+            if abs(again - value) < 16 * MiB:
+                return again
+            value = again
+        return value
     finally:
         meminfo.close()
 
