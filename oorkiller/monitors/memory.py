@@ -241,10 +241,13 @@ class MemoryMonitor(ProcessMonitor):
         if self._settling(mem, now):
             return
         fresh = self.warm and now - self.warm_at <= 2 * WARM_REFRESH
-        ranked = self.warm if fresh else self._rank()
-        self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
         need = max(lv["term"] - mem.available, 1)
-        chosen = victims.choose(self.evaluate(ranked, need))
+        chosen = victims.choose(self.evaluate(self.warm, need)) if fresh else None
+        if chosen is None or not chosen.enough:
+            # No warm ranking, or one made before the process that now eats
+            # memory was big (or born): rank the whole table again.
+            chosen = victims.choose(self.evaluate(self._rank(), need))
+        self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
         if chosen is None:
             self._nothing_to_kill(reason)
             return
