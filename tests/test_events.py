@@ -11,14 +11,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from oorkiller import events
 from oorkiller.kmsg import RecordWriter
 
-REPO = Path(__file__).resolve().parent.parent
 needs_kmsg = pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK | os.W_OK),
                                 reason="needs a readable and writable /dev/kmsg (root)")
 
@@ -110,7 +108,7 @@ def test_closed_output_ends_quietly(run_id):
 
 def start_follow():
     code = "import sys; from oorkiller import events; sys.exit(events.run(follow=True))"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", code], cwd="/", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
 

@@ -15,11 +15,10 @@ import pytest
 
 from oorkiller import kernel
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(code):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd="/",
                           capture_output=True, text=True, timeout=60)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from oorkiller.mounts import MountError, read_mounts, resolve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_root_and_proc_resolve_to_their_own_mounts():
@@ -36,7 +35,6 @@ def test_a_fake_mountinfo_without_the_device_is_a_clear_error(tmp_path):
 
 SCRIPT = r"""
 import json, os, subprocess, sys, tempfile
-sys.path.insert(0, sys.argv[1])
 from oorkiller.mounts import read_mounts, resolve
 subprocess.run(["mount", "--make-rprivate", "/"], check=True)
 base = tempfile.mkdtemp()
@@ -55,8 +53,8 @@ print(json.dumps({"a": [a.device, a.mount_point, a.root], "b": [b.device, b.moun
 
 
 def test_a_bind_mount_is_the_same_file_system_as_its_source():
-    out = subprocess.run(["unshare", "--mount", sys.executable, "-c", SCRIPT, ROOT],
-                         capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(["unshare", "--mount", sys.executable, "-c", SCRIPT],
+                         capture_output=True, text=True, timeout=30, check=True, cwd="/")
     seen = json.loads(out.stdout)
     assert seen["a"][0] == seen["b"][0], "one file system, one device"
     assert seen["a"][1:] == [seen["fs"], "/"]
