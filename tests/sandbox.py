@@ -99,13 +99,12 @@ def mem_available(settle: bool = True) -> int:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no MemAvailable")
-    value = read()
-    deadline = time.monotonic() + (5 if settle else 0)
-    while time.monotonic() < deadline:
+    value, steady = read(), 0
+    deadline = time.monotonic() + (8 if settle else 0)
+    while time.monotonic() < deadline and steady < 3:
         time.sleep(0.25)
         again = read()
-        if abs(again - value) < 16 * MiB:
-            return again
+        steady = steady + 1 if abs(again - value) < 16 * MiB else 0
         value = again
     return value
 

@@ -54,7 +54,7 @@ def sigterm_handling(ignore_term: bool) -> dict:
     # kernel keeps pages on per-CPU lists that MemFree does not count, and a
     # new hog's first hundreds of MiB may come from there unseen.
     hog = victim("hog", "stubborn" if ignore_term else "polite", "--chunk", "100",
-                 "--pause", "0.05", "--cap", "2000", *options)
+                 "--pause", "0.05", "--cap", "3000", *options)
     died = wait_exit(hog, 20)
     time.sleep(0.5)
     stopped = daemon.stop()

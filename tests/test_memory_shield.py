@@ -39,7 +39,7 @@ def test_a_hog_is_killed_and_the_avoided_and_protected_survive(chunk, pause):
 
 def test_a_victim_that_ignores_sigterm_gets_sigkill_after_term_timeout():
     result = in_pid_namespace("scenarios_memory", "sigterm_handling", ignore_term=True)
-    assert result["ended"]["stubborn"] == KILLED
+    assert result["ended"]["stubborn"] == KILLED, result
     term, kill = actions(result["records"], "term"), actions(result["records"], "kill")
     assert len(term) == 1 and len(kill) == 1
     assert "term_timeout" in kill[0]["reason"]
@@ -51,7 +51,7 @@ def test_a_victim_that_ignores_sigterm_gets_sigkill_after_term_timeout():
 
 def test_a_victim_that_honours_sigterm_dies_of_it():
     result = in_pid_namespace("scenarios_memory", "sigterm_handling", ignore_term=False)
-    assert result["ended"]["polite"] == TERMED
+    assert result["ended"]["polite"] == TERMED, result
     assert len(actions(result["records"], "term")) == 1
     assert actions(result["records"], "kill") == []
     (reclaimed,) = actions(result["records"], "reclaimed")
