@@ -356,6 +356,7 @@ def boot_usec() -> int:
 
 def kernel_oom_kills_since(usec: int) -> list[str]:
     """Kernel OOM-killer records in /dev/kmsg newer than `usec`."""
+    from oorkiller.kmsg import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
     found = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -366,12 +367,12 @@ def kernel_oom_kills_since(usec: int) -> list[str]:
                 break
             except BrokenPipeError:
                 continue
-            head, _, text = raw.decode("utf-8", "replace").partition(";")
-            fields = head.split(",")
-            if len(fields) >= 3 and int(fields[2]) >= usec:
-                line = text.split("\n", 1)[0]
-                if "Out of memory" in line or "oom-kill:" in line or "invoked oom-killer" in line:
-                    found.append(line)
+            entry = parse_kmsg_entry(raw)
+            if entry is None or entry["usec"] < usec:
+                continue
+            line = entry["text"].decode("utf-8", "replace")
+            if "Out of memory" in line or "oom-kill:" in line or "invoked oom-killer" in line:
+                found.append(line)
     finally:
         os.close(fd)
     return found

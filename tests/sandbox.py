@@ -51,6 +51,7 @@ def in_pid_namespace(module: str, function: str, timeout: float = 90, **params) 
 
 
 def kmsg_lines_since(usec: int) -> list[str]:
+    from oorkiller.kmsg import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
     """Texts of kernel-log records newer than `usec` (time since boot)."""
     texts = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
@@ -62,10 +63,9 @@ def kmsg_lines_since(usec: int) -> list[str]:
                 break
             except BrokenPipeError:
                 continue
-            head, _, text = raw.decode("utf-8", "replace").partition(";")
-            fields = head.split(",")
-            if len(fields) >= 3 and int(fields[2]) >= usec:
-                texts.append(text.split("\n", 1)[0])
+            entry = parse_kmsg_entry(raw)
+            if entry is not None and entry["usec"] >= usec:
+                texts.append(entry["text"].decode("utf-8", "replace"))
     finally:
         os.close(fd)
     return texts
