@@ -107,15 +107,9 @@ class CpuMonitor(ProcessMonitor):
     # ------------------------------------------------------------- stepping
     def step(self, now: float) -> float:
         reading = self.read(everything=False)
-        if self.action is not None:
-            if not self.action.done.is_set():
-                self.state = "acting"
-                return self.interval
-            self._action_over(now)
-        if now < self.cooldown_until:
-            self.state = "acting"
-            return min(self.interval, self.cooldown_until - now)
-        self.state = "ok"
+        waiting = self.busy_for(now)
+        if waiting is not None:
+            return waiting
         holding, reason = self.conditions(reading)
         if not holding:
             self._end_stretch()

@@ -151,15 +151,9 @@ class IoMonitor(ProcessMonitor):
     # ------------------------------------------------------------- stepping
     def step(self, now: float) -> float:
         readings = self.read(now)
-        if self.action is not None:
-            if not self.action.done.is_set():
-                self.state = "acting"
-                return self.interval
-            self._action_over(now)
-        if now < self.cooldown_until:
-            self.state = "acting"
-            return min(self.interval, self.cooldown_until - now)
-        self.state = "ok"
+        waiting = self.busy_for(now)
+        if waiting is not None:
+            return waiting
         self._judge(readings, now)
         holding = [w for w in self.watches.values() if w.held_since is not None]
         if not holding:

@@ -43,6 +43,21 @@ class ProcessMonitor(Monitor):
     def close(self) -> None:
         self.release_table()
 
+    def busy_for(self, now: float) -> float | None:
+        """While this monitor's action runs or its cooldown lasts, the sleep
+        until the next step; None when it may judge again. Subclasses that
+        use it keep `action`, `cooldown_until` and an `_action_over(now)`."""
+        if self.action is not None:
+            if not self.action.done.is_set():
+                self.state = "acting"
+                return self.interval
+            self._action_over(now)
+        if now < self.cooldown_until:
+            self.state = "acting"
+            return min(self.interval, self.cooldown_until - now)
+        self.state = "ok"
+        return None
+
     def refresh_table(self) -> tuple[list, list]:
         """List /proc again; judge the new entries, forget the dead ones."""
         added, removed = self.table.refresh()
