@@ -1,7 +1,8 @@
 """Who may be acted on: the hard exclusions, the scope, and the operator's rules.
 
 A verdict is computed once, when a process is first seen by a process table
-(and again after a reload), and stored in the table's entry (`eligible`,
+(and again after a reload, or when an excluded process takes a new name: see
+ProcessMonitor.rejudge_renamed), and stored in the table's entry (`eligible`,
 `adjust`, `note`), so the hot path never runs a regex.
 
 Matching semantics (SPEC §3): every key of a match must hold; every matching
@@ -22,6 +23,7 @@ class Verdict:
     reason: str = ""          # why a process is not a candidate
     adjust: int = 0           # sum of the matching rules' adjust
     rules: list[int] = field(default_factory=list)   # config lines of matching rules
+    comm: bytes = b""         # the name the process had when judged
 
 
 def decode(raw: bytes) -> str:
@@ -171,3 +173,4 @@ class RuleSet:
             proc.eligible = verdict.eligible
             proc.adjust = verdict.adjust
             proc.note = verdict
+            verdict.comm = proc.comm

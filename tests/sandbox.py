@@ -110,10 +110,11 @@ def mem_available(settle: bool = True) -> int:
 
 
 def victim(kind: str, name: str, *options: str, wait_ready: bool = True,
-           pgid: int | None = None) -> subprocess.Popen:
+           pgid: int | None = None, executable: str = sys.executable) -> subprocess.Popen:
     """Start a victim program (tests/victims.py) and wait for its `ready`.
-    `pgid=0` makes it lead a new process group; another pgid joins that group."""
-    proc = subprocess.Popen([sys.executable, VICTIMS, kind, "--name", name, *options],
+    `pgid=0` makes it lead a new process group; another pgid joins that group.
+    `executable`: the Python to run it with (a link's name is the first comm)."""
+    proc = subprocess.Popen([executable, VICTIMS, kind, "--name", name, *options],
                             stdout=subprocess.PIPE, text=True, process_group=pgid)
     proc.victim_name = name
     if wait_ready:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -50,6 +51,17 @@ def run_spin(name: str, threads: str, seconds: str) -> None:
     set_name(name)
     ready()
     spin_for(float(seconds), int(threads))
+
+
+def run_renamed_spin(name: str, threads: str, seconds: str, rename_after: str) -> None:
+    """Spin under the name exec gave (see `start(executable=)`), and take
+    NAME only after `rename_after` seconds, still spinning."""
+    ready()
+    spinners = threading.Thread(target=spin_for, args=(float(seconds), int(threads)), daemon=True)
+    spinners.start()
+    time.sleep(float(rename_after))
+    set_name(name)                       # the main thread's name is the process's
+    spinners.join()
 
 
 def run_group(name: str, children: str, seconds: str, fork_every: str = "0") -> None:
@@ -95,8 +107,8 @@ if __name__ != "__main__":                  # a victim needs none of this
     from sandbox import Daemon, base_config
 
 
-def start(kind: str, name: str, *args) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, THIS, kind, name, *map(str, args)],
+def start(kind: str, name: str, *args, executable: str = sys.executable) -> subprocess.Popen:
+    proc = subprocess.Popen([executable, THIS, kind, name, *map(str, args)],
                             stdout=subprocess.PIPE, text=True)
     words = proc.stdout.readline().split()
     if not words or words[0] != "ready":
@@ -185,6 +197,20 @@ def protected_spinner() -> dict:
     keep = start("spin", "keepme", 2, 20)
     time.sleep(8)                    # two `for` stretches' worth
     return finish(daemon, keep)
+
+
+def renamed_spinner() -> dict:
+    """A spinner is first seen under a protected name (exec'd through a link
+    named 'guardian', as a child forked by a protected parent is seen before
+    its exec) and renames itself a second later: its new name decides."""
+    config = base_config(cpu=cpu_section(),
+                         rules=[{"match": {"name": "^guardian$"}, "protect": True}])
+    daemon = Daemon(config)
+    link = os.path.join(tempfile.mkdtemp(), "guardian")
+    os.symlink(sys.executable, link)
+    spinner = start("renamed-spin", "renamedspin", 2, 20, 1.0, executable=link)
+    died = wait_until(lambda: spinner.poll() is not None, 15)
+    return finish(daemon, spinner, died=died)
 
 
 def short_burst() -> dict:
@@ -294,4 +320,4 @@ def reused_pid() -> dict:
 
 
 if __name__ == "__main__":
-    {"spin": run_spin, "group": run_group}[sys.argv[1]](*sys.argv[2:])
+    {"spin": run_spin, "renamed-spin": run_renamed_spin, "group": run_group}[sys.argv[1]](*sys.argv[2:])

@@ -3,6 +3,8 @@ sandbox.in_pid_namespace) and returns what it observed; the tests judge."""
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import time
 
 from sandbox import MiB, Daemon, base_config, mem_available, reap, victim, wait_until
@@ -125,3 +127,23 @@ def group_kill() -> dict:
     stopped = daemon.stop()
     return {"pgid": leader.pid, "ended": reap(hog, leader, member, outsider),
             "records": records_of(daemon), "stopped": stopped}
+
+
+def renamed_hog(rename_after: float) -> dict:
+    """A hog is first seen under a protected name (as a child forked by a
+    protected parent is, before its exec), then takes its own name and grows.
+    The verdict made under the old name must not hide it from the choice."""
+    available = mem_available()
+    config = base_config(memory=memory_section(available - 800 * MiB, available - 1600 * MiB),
+                         rules=[{"match": {"name": "^guardian$"}, "protect": True}])
+    daemon = Daemon(config)
+    # Exec'd through a link named 'guardian', it is 'guardian' from its first
+    # instant until it renames itself `rename_after` seconds later.
+    link = os.path.join(tempfile.mkdtemp(), "guardian")
+    os.symlink(sys.executable, link)
+    hog = victim("hog", "renamedhog", "--rename-after", str(rename_after), "--chunk", "64", "--pause", "0.05",
+                 "--cap", "2600", executable=link)
+    died = wait_exit(hog, 30)
+    time.sleep(0.5)
+    stopped = daemon.stop()
+    return {"hog_died": died, "ended": reap(hog), "records": records_of(daemon), "stopped": stopped}

@@ -85,6 +85,16 @@ def test_a_protected_spinner_survives_and_nothing_to_kill_is_said_once():
     stopped_cleanly(result)
 
 
+def test_a_spinner_first_seen_under_a_protected_name_is_judged_by_its_name_now():
+    result = in_pid_namespace("scenarios_cpu", "renamed_spinner")
+    assert result["died"], result
+    assert result["ended"] == {"renamedspin": TERMED}
+    (term,) = actions(result["records"], "term")
+    assert term["name"] == "renamedspin"
+    assert actions(result["records"], "nothing-to-kill") == []
+    stopped_cleanly(result)
+
+
 def test_a_burst_shorter_than_for_triggers_nothing():
     result = in_pid_namespace("scenarios_cpu", "short_burst")
     assert result["ended"] == {"burst": 0}, "the burst ended by itself"

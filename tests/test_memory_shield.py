@@ -124,3 +124,16 @@ def test_kill_process_group_takes_the_whole_group_in_one_action():
     assert term["unit"] == "process_group" and term["group"] == str(result["pgid"])
     assert term["processes"] == "3"
     stopped_cleanly(result)
+
+
+@pytest.mark.parametrize("rename_after", [1.0, 3.0], ids=["young", "older"])
+def test_a_hog_first_seen_under_a_protected_name_is_judged_by_its_name_now(rename_after):
+    """Young: re-checked at every refresh. Older: re-checked when the choice
+    finds nobody (or nobody enough), before `nothing-to-kill`."""
+    result = in_pid_namespace("scenarios_memory", "renamed_hog", rename_after=rename_after)
+    assert result["hog_died"], result
+    assert result["ended"]["renamedhog"] in (KILLED, TERMED)
+    signalled = actions(result["records"], "term") + actions(result["records"], "kill")
+    assert {r["name"] for r in signalled} == {"renamedhog"}, result["records"]
+    assert actions(result["records"], "nothing-to-kill") == [], result["records"]
+    stopped_cleanly(result)

@@ -98,7 +98,10 @@ def main() -> None:
     parser.add_argument("--burn", type=float, default=0.0, help="CPU seconds a sleeper uses first")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--term-exit", action="store_true", help="exit 0 on SIGTERM")
+    parser.add_argument("--rename-after", type=float, default=0.0,
+                        help="seconds to keep the name given by exec before taking --name")
     args = parser.parse_args()
+    time.sleep(args.rename_after)
     set_name(args.name)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -179,21 +179,11 @@ class MemoryMonitor(ProcessMonitor):
         return min(self.interval, max(MIN_SLEEP, headroom / rate))
 
     # ------------------------------------------------------------- ranking
-    def _sweep_rules(self) -> None:
-        """A process judged between fork and exec carries its parent's name
-        (a shell forked by sshd is born 'sshd'): judge again every process a
-        rule excluded whose name has changed since."""
-        for proc in self.table.entries():
-            note = proc.note
-            if note is None or note.eligible or proc.kthread or proc.pid == self.context.self_pid:
-                continue
-            name = proc.comm
-            try:
-                self.table.read_stat(proc)
-            except OSError:
-                continue
-            if proc.comm != name:
-                self.context.rules.rejudge(self.table, proc)
+    def _sweep_rules(self) -> list:
+        """Judge again every excluded process whose name changed since it was
+        judged, however old (a program may rename itself at any time). Returns
+        the processes that became candidates."""
+        return self.rejudge_renamed(self.table.entries())
 
     def _warm_up(self, now: float) -> None:
         if now - self.warm_at < WARM_REFRESH:
@@ -246,6 +236,9 @@ class MemoryMonitor(ProcessMonitor):
         if chosen is None or not chosen.enough:
             # No warm ranking, or one made before the process that now eats
             # memory was big (or born): rank the whole table again.
+            chosen = victims.choose(self.evaluate(self._rank(), need))
+        if (chosen is None or not chosen.enough) and self._sweep_rules():
+            # The one eating memory may have been judged under another name.
             chosen = victims.choose(self.evaluate(self._rank(), need))
         self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
         if chosen is None:

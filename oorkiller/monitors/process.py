@@ -7,13 +7,19 @@ pidfds.
 """
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 from oorkiller._proctable import ProcTable
 from oorkiller._readers import HeldFile
 from oorkiller.actions import Action, close_targets, take_targets
 from oorkiller.monitors.base import Monitor
 from oorkiller.rules import cgroup_path
+
+HZ = os.sysconf("SC_CLK_TCK")
+YOUNG = 2.0     # seconds after its birth during which an excluded process is re-checked
+
 
 
 class ProcessMonitor(Monitor):
@@ -23,6 +29,7 @@ class ProcessMonitor(Monitor):
         super().__init__(context)
         self._table = None
         self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+        self.young: list = []                 # excluded entries born less than YOUNG ago
 
     @property
     def table(self) -> ProcTable:
@@ -39,6 +46,7 @@ class ProcessMonitor(Monitor):
             self._table.close()
             self._table = None
             self.cgroups.clear()
+            self.young.clear()
 
     def close(self) -> None:
         self.release_table()
@@ -59,12 +67,42 @@ class ProcessMonitor(Monitor):
         return None
 
     def refresh_table(self) -> tuple[list, list]:
-        """List /proc again; judge the new entries, forget the dead ones."""
+        """List /proc again; judge the new entries, forget the dead ones.
+        `added` also holds the young entries that a new name made candidates."""
         added, removed = self.table.refresh()
         self.context.rules.apply(self.table, added)
         for proc in removed:
             self.cgroups.pop(proc.serial, None)
-        return added, removed
+        return added + self._recheck_young(added), removed
+
+    def _recheck_young(self, added) -> list:
+        """A child is judged under its parent's name until it execs (a shell
+        forked by a protected sshd is born 'sshd'), and many programs rename
+        themselves while they start. So every refresh looks again at the
+        excluded processes born less than YOUNG seconds ago; the candidates a
+        new name made are returned. (Older ones: see rejudge_renamed.)"""
+        became = self.rejudge_renamed(self.young)
+        uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+        self.young = [p for p in self.young + added
+                      if p.alive and not p.eligible and uptime - p.starttime / HZ < YOUNG]
+        return became
+
+    def rejudge_renamed(self, procs) -> list:
+        """Judge again each excluded process in `procs` whose name is no longer
+        the one it was judged under (exec and prctl rename a process; a rule
+        must see it as it is). Returns those that became candidates."""
+        became = []
+        for proc in procs:
+            note = proc.note
+            if note is None or note.eligible or proc.kthread or proc.pid in (1, self.context.self_pid):
+                continue
+            try:
+                self.table.read_stat(proc)
+            except OSError:
+                continue                      # gone
+            if proc.comm != note.comm and self.context.rules.rejudge(self.table, proc):
+                became.append(proc)
+        return became
 
     def cgroup_of(self, proc) -> str:
         path = self.cgroups.get(proc.serial)
