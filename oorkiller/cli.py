@@ -87,8 +87,17 @@ def _build_monitor(section: str, config):
     return None if cls is None else cls(_quiet_context(config))
 
 
+def warn_if_processes_hidden() -> None:
+    from oorkiller import kernel
+    hidden = kernel.hidden_processes()
+    if hidden:
+        print(f"oorkiller: note: {hidden}; only what this user may see is listed (run as root)",
+              file=sys.stderr)
+
+
 def cmd_candidates(args) -> int:
     config, _ = resolve_config(args.config)
+    warn_if_processes_hidden()
     section = args.resource
     monitor = _build_monitor(section, config)
     if monitor is None:

@@ -192,6 +192,12 @@ class Daemon:
                          monitors=",".join(t.monitor.name for t in self.threads) or "none",
                          dry_run="yes" if self.dry_run else "no",
                          **_flat(features), **hardening)
+        hidden = kernel.hidden_processes(self.proc_root)
+        if hidden:
+            # Not fatal (its own user's processes are still watched), but
+            # every other user's hog would be invisible: say so at once.
+            self.writer.emit("error", "err", reason=f"{hidden}; give the daemon CAP_SYS_PTRACE "
+                             "(the shipped unit does) or run it without hidepid")
         self.notifier.ready(self.one_line_status())
         # The main thread sleeps until a signal wakes it, or until the next
         # watchdog ping is due: an idle daemon costs no wake-ups here.

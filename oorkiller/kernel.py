@@ -14,6 +14,7 @@ except ImportError:  # not built: the daemon still runs, without these features
 OOM_SCORE_ADJ_MIN = -1000
 OOM_SCORE_ADJ_MAX = 1000
 PSI_RESOURCES = ("memory", "cpu", "io")
+CAP_SYS_PTRACE = 19
 
 
 def native_available() -> bool:
@@ -101,6 +102,53 @@ def _cgroup_versions(proc_root: str) -> tuple:
     return tuple(sorted(found))
 
 
+def _proc_mount_options(proc_root: str) -> dict:
+    """The options of the proc file system mounted at proc_root (the last
+    mount there wins: it is the one seen), {} when none is found."""
+    where = os.fsencode(os.path.realpath(proc_root))
+    options = {}
+    try:
+        with open(os.path.join(proc_root, "self", "mounts"), "rb") as mounts:
+            for line in mounts:
+                fields = line.split(b" ")
+                if len(fields) > 3 and fields[1] == where and fields[2] == b"proc":
+                    options = dict(item.partition(b"=")[::2] for item in fields[3].split(b","))
+    except OSError:
+        pass
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in options.items()}
+
+
+def has_capability(number: int, proc_root: str = "/proc") -> bool:
+    """True if this process has capability `number` in its effective set."""
+    try:
+        with open(os.path.join(proc_root, "self", "status"), "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> number & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def hidden_processes(proc_root: str = "/proc") -> str:
+    """Why this process cannot see every process under proc_root, or "".
+    With `hidepid` (1/noaccess, 2/invisible, 4/ptraceable) the kernel shows
+    another user's process only to a member of the mount's `gid=` group
+    (0 when not given) or to a reader that may ptrace it: one with
+    CAP_SYS_PTRACE."""
+    options = _proc_mount_options(proc_root)
+    hidepid = options.get("hidepid", "0")
+    if hidepid in ("0", "off"):
+        return ""
+    gid = options.get("gid", "0")
+    if gid.isdigit() and int(gid) in (os.getegid(), *os.getgroups()):
+        return ""
+    if has_capability(CAP_SYS_PTRACE, proc_root):
+        return ""
+    return (f"{proc_root} is mounted with hidepid={hidepid} and this process lacks "
+            f"CAP_SYS_PTRACE: other users' processes are hidden from it")
+
+
 def features(proc_root: str = "/proc") -> dict:
     """What this kernel offers the daemon; logged at start-up."""
     psi = {name: os.path.exists(os.path.join(proc_root, "pressure", name))
@@ -111,4 +159,5 @@ def features(proc_root: str = "/proc") -> dict:
         "pidfd": hasattr(os, "pidfd_open"),
         "psi": psi,
         "cgroup": _cgroup_versions(proc_root),
+        "proc_view": "limited" if hidden_processes(proc_root) else "all",
     }

@@ -144,7 +144,8 @@ def base_config(**sections) -> dict:
 class Daemon:
     """The installed oorkiller, run in the foreground, its stderr records collected."""
 
-    def __init__(self, config: dict, *extra_args: str):
+    def __init__(self, config: dict, *extra_args: str, prefix: tuple = ()):
+        """`prefix`: a command to run the daemon under (e.g. setpriv)."""
         self.dir = tempfile.mkdtemp(prefix="oorkiller-test-")
         self.config_path = os.path.join(self.dir, "oorkiller.yaml")
         with open(self.config_path, "w") as f:
@@ -153,7 +154,7 @@ class Daemon:
         self.lines: list[str] = []
         self.started = threading.Event()
         self.proc = subprocess.Popen(
-            [*oorkiller_command(), "run", "-c", self.config_path, *extra_args],
+            [*prefix, *oorkiller_command(), "run", "-c", self.config_path, *extra_args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, errors="replace")
         threading.Thread(target=self._collect, daemon=True).start()
         if not self.started.wait(20):

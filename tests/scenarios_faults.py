@@ -338,3 +338,34 @@ def hidepid_proc() -> dict:
     stopped = daemon.stop()
     return {"hidepid": hidepid, "hog_died": died, "ended": reap(hog), "records": records_of(daemon),
             "stopped": stopped}
+
+
+# Root, but neither in group 0 (hidepid's default `gid=`, whose members see
+# everything) nor with CAP_SYS_PTRACE.
+WITHOUT_PTRACE = ("setpriv", "--regid", "65534", "--clear-groups",
+                  "--bounding-set", "-sys_ptrace", "--inh-caps", "-sys_ptrace")
+
+
+def hidepid_seen_without_ptrace() -> dict:
+    """/proc with hidepid=2 as seen without CAP_SYS_PTRACE: the daemon and
+    `candidates`, each run as root outside group 0 with CAP_SYS_PTRACE
+    dropped, say that processes are hidden from them. (The kernel then shows
+    such a reader only the processes it may ptrace: not even a root process
+    with more capabilities than its own. A non-root reader is blinded the same
+    way; it is not used here because this machine's install lives under the
+    mode-700 /root.)"""
+    private_mounts()
+    subprocess.run(["mount", "-t", "proc", "-o", "hidepid=2", "proc", "/proc"], check=True)
+    sleeper = victim("sleeper", "rootsleeper", "--size", "50")
+    config = base_config(memory=memory_section(1 * MiB, 1 * MiB))
+    daemon = Daemon(config, "--dry-run", prefix=WITHOUT_PTRACE)
+    time.sleep(0.5)
+    stopped = daemon.stop()
+    listing = subprocess.run([*WITHOUT_PTRACE, *oorkiller_command(), "candidates", "-c", daemon.config_path, "--json"],
+                             capture_output=True, text=True, timeout=60)
+    as_root = subprocess.run([*oorkiller_command(), "candidates", "-c", daemon.config_path, "--json"],
+                             capture_output=True, text=True, timeout=60)
+    return {"records": daemon.records(), "stopped": stopped,
+            "blinded": {"rc": listing.returncode, "stdout": listing.stdout, "stderr": listing.stderr},
+            "root": {"rc": as_root.returncode, "stdout": as_root.stdout, "stderr": as_root.stderr},
+            "sleeper_pid": sleeper.pid, "ended": reap(sleeper)}

@@ -7,6 +7,7 @@ Scenarios live in scenarios_faults.py and run as PID 1 of a PID namespace
 (and a private mount namespace), scoped to their own processes. A broken
 config on reload is test_daemon.py's.
 """
+import json
 import os
 import signal
 
@@ -92,3 +93,20 @@ def test_proc_with_hidepid_still_shows_root_every_process():
     assert result["hog_died"] and result["ended"]["hog"] in (KILLED, TERMED)
     assert [r["name"] for r in events(result, "term", "kill")][:1] == ["hog"]
     stopped_cleanly(result)
+
+
+def test_hidepid_without_cap_sys_ptrace_is_said_clearly():
+    """A reader that hidepid blinds is told so: the daemon in an `error`
+    record at start, `candidates` on stderr; root still lists everything."""
+    result = in_pid_namespace("scenarios_faults", "hidepid_seen_without_ptrace")
+    (start,) = events(result, "start")
+    assert start["proc_view"] == "limited"
+    errors = [r for r in events(result, "error") if "hidepid" in r["reason"]]
+    assert len(errors) == 1 and "CAP_SYS_PTRACE" in errors[0]["reason"], result["records"]
+    stopped_cleanly(result)
+    blinded, root = result["blinded"], result["root"]
+    assert blinded["rc"] == 0, blinded
+    assert "hidepid=" in blinded["stderr"] and "hidden" in blinded["stderr"]
+    assert result["sleeper_pid"] not in [row["pid"] for row in json.loads(blinded["stdout"])["ranked"]]
+    assert root["rc"] == 0 and "hidepid" not in root["stderr"], root
+    assert result["sleeper_pid"] in [row["pid"] for row in json.loads(root["stdout"])["ranked"]]

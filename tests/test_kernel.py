@@ -161,3 +161,32 @@ def test_import_is_safe_without_the_native_module():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "False", "False"]
+
+
+def fake_proc(tmp_path, options: str, cap_eff: int):
+    """A proc root whose self/mounts mounts it with `options` and whose
+    self/status has the effective capability mask `cap_eff`."""
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mounts").write_text(
+        f"sysfs /sys sysfs rw 0 0\nproc {tmp_path} proc {options} 0 0\n")
+    (tmp_path / "self" / "status").write_text(f"Name:\tx\nCapEff:\t{cap_eff:016x}\n")
+    return str(tmp_path)
+
+
+PTRACE = 1 << kernel.CAP_SYS_PTRACE
+
+
+@pytest.mark.parametrize("options,cap_eff,hidden", [
+    ("rw,nosuid", 0, False),                                 # no hidepid
+    ("rw,hidepid=0", 0, False),
+    ("rw,hidepid=invisible,gid=54321", 0, True),             # not in gid, no CAP_SYS_PTRACE
+    ("rw,hidepid=2,gid=54321", 0xffff & ~PTRACE, True),
+    ("rw,hidepid=2,gid=54321", PTRACE, False),               # CAP_SYS_PTRACE sees all
+    (f"rw,hidepid=2,gid={os.getegid()}", 0, False),          # a member of gid= sees all
+    ("rw,hidepid=2", 0, os.getegid() != 0 and 0 not in os.getgroups()),   # gid= is 0 by default
+])
+def test_hidden_processes_says_when_hidepid_blinds_this_reader(tmp_path, options, cap_eff, hidden):
+    reason = kernel.hidden_processes(fake_proc(tmp_path, options, cap_eff))
+    assert bool(reason) == hidden
+    if hidden:
+        assert "hidepid=" in reason and "CAP_SYS_PTRACE" in reason
