@@ -19,7 +19,8 @@ Only the soak's victims may be chosen (a protect rule covers every other
 name), so a shortage caused by someone else on this shared machine can give
 `nothing-to-kill`, never a wrong kill; those are counted apart as noise.
 
-It checks and prints (JSON on the last line, and in --out):
+It checks and prints (JSON on the last line, and in --out), with the action
+records of every cycle that missed or doubled:
 - every shortage caused -> exactly one action (memory/cpu: one victim chosen,
   one `reclaimed`; disk: one `cleanup`; network: one `duplicate-mac` and one
   `duplicate-mac-cleared`), none missed, none doubled;
@@ -127,6 +128,10 @@ def report(s: dict) -> None:
           f"(max {max(s['rss_kib']['series'])})")
     print(f"  noise: nothing-to-kill {s['noise']['nothing_to_kill']} "
           f"{s['noise']['nothing_to_kill_by_resource']}, reloads {s['reloads']}")
+    for cycle in s["odd_cycles"]:
+        print(f"  round {cycle['round']} {cycle['kind']}: expected {cycle['expected']}, got {cycle['got']}")
+        for r in cycle["records"]:
+            print(f"    {r['event']} {r.get('resource', '')} {r.get('name', '')} {r.get('reason', '')}")
     print(f"  errors {len(s['errors'])}: {s['errors'][:3]}")
     print(f"  kernel log: {s['kernel_log']}")
     print(f"  verdict: {s['verdict']}")
@@ -171,6 +176,7 @@ def soak(minutes: float, churn_rate: int) -> dict:
     churner = start_churner(churn_rate)
     caused = {k: 0 for k in ("memory", "cpu", "disk", "network")}
     missed, doubled = {}, {}
+    odd_cycles: list[dict] = []
     fds, rss = [], []
     began = time.monotonic()
     rounds = 0
@@ -183,13 +189,19 @@ def soak(minutes: float, churn_rate: int) -> dict:
                 caused[kind] += 1
                 expected = cause()
                 time.sleep(1.0)                     # would a second action follow?
-                got = count_actions(records_after(daemon, mark), kind)
+                cycle_records = records_after(daemon, mark)
+                got = count_actions(cycle_records, kind)
+                wrong = False
                 for event, want in expected.items():
                     have = got.get(event, 0)
                     if have < want:
                         missed[kind] = missed.get(kind, 0) + 1
                     elif have > want:
                         doubled[kind] = doubled.get(kind, 0) + 1
+                    wrong = wrong or have != want
+                if wrong:                           # what happened instead, for the report
+                    odd_cycles.append({"round": rounds, "kind": kind, "expected": expected, "got": got,
+                                       "records": [r for r in cycle_records if r["event"] in ACTION_EVENTS]})
             rounds += 1
             fd, kib = quiet_sample(daemon, churner)
             fds.append(fd)
@@ -212,7 +224,7 @@ def soak(minutes: float, churn_rate: int) -> dict:
         "daemon_pid": daemon.proc.pid, "daemon_rc": stopped["rc"],
         "churn_forks": churn_forks,
         "caused": caused, "acted": acted, "missed": sum(missed.values()), "doubled": sum(doubled.values()),
-        "missed_by_kind": missed, "doubled_by_kind": doubled,
+        "missed_by_kind": missed, "doubled_by_kind": doubled, "odd_cycles": odd_cycles,
         "errors": [r for r in records if r["event"] == "error"],
         "noise": {"nothing_to_kill": stderr_counts.get("nothing-to-kill", 0),
                   "nothing_to_kill_by_resource": sorted(r.get("resource", "?") for r in records
