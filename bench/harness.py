@@ -264,19 +264,19 @@ def mem_total() -> int:
 
 
 def mem_available(settle: bool = True) -> int:
-    """MemAvailable; with `settle`, once it has stopped moving. The memory of a
-    hog that just died can take a second to show (the kernel keeps freed pages
-    uncounted for a while), and levels set from a reading taken before it shows
-    would sit too low for the next hog to cross them."""
+    """MemAvailable; with `settle`, once it has held still (within 16 MiB) for
+    three readings 0.25 s apart. The memory of a hog that just died can take a
+    second or more to show (the kernel keeps freed pages uncounted for a
+    while), and levels set from a reading taken before it shows would sit too
+    low for the next hog to cross them."""
     meminfo = MemInfo()
     try:
-        value = meminfo.available()
-        deadline = time.monotonic() + (5 if settle else 0)
-        while time.monotonic() < deadline:
+        value, steady = meminfo.available(), 0
+        deadline = time.monotonic() + (8 if settle else 0)
+        while time.monotonic() < deadline and steady < 3:
             time.sleep(0.25)
             again = meminfo.available()
-            if abs(again - value) < 16 * MiB:
-                return again
+            steady = steady + 1 if abs(again - value) < 16 * MiB else 0
             value = again
         return value
     finally:

@@ -134,13 +134,15 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
         hog = None
         try:
             time.sleep(0.5)                         # warm ranking, as near a level
-            harness.check_safe(1536 * MiB)
-            hog = started.helper("hog", 1536)
+            # 1.75 GiB past the level: on this VM MemAvailable can rise by a
+            # GiB while a hog grows (memory freed earlier shows late).
+            harness.check_safe(2560 * MiB)
+            hog = started.helper("hog", 2560)
             died = _wait_exit(hog, 10)
             crossing = next((t for t, a in readings if a < kill), None)
             kills = [t for t, event, _ in clock.sent if event == "kill"]
             results.append({
-                "killed": died, "crossing_at": crossing,
+                "killed": died, "crossed": crossing is not None, "crossing_at": crossing,
                 "to_signal": (kills[0] - crossing) if kills and crossing else None,
                 "readings": len(readings), "kill_level": kill,
                 "lowest": min((a for _, a in readings), default=None),
@@ -326,6 +328,8 @@ def digest(raw: dict) -> dict:
     out["nohang_tasks"] = [tasks for one in raw["rounds"] for tasks, _ in one["nohang"]]
     out["hogs_killed"] = sum(h["killed"] for one in raw["rounds"] for h in one["crossing"])
     out["hogs"] = sum(len(one["crossing"]) for one in raw["rounds"])
+    # a hog that never took MemAvailable under the level is not a miss
+    out["hogs_crossed"] = sum(h.get("crossed", True) for one in raw["rounds"] for h in one["crossing"])
     med = {key: out[key]["median"] for key in rows}
     out["ratios"] = {
         "oorkiller_over_floor": harness.ratio(med["oorkiller_ms"], med["floor_ms"]),
