@@ -40,7 +40,8 @@ NOHANG_LINE = re.compile(rb"Found (\d+) tasks with non-zero oom_score .* in (\d+
 
 
 # ------------------------------------------------------------------ oorkiller
-def memory_config(term: int, kill: int) -> object:
+def memory_config(term: int, kill: int, disks: str = "[]") -> object:
+    """Memory levels scoped to this namespace; `disks`: a YAML list for `disks`."""
     from oorkiller.config import load_config_text
     text = f"""
 daemon: {{lock_memory: false, nice: 0}}
@@ -48,7 +49,7 @@ log: {{kmsg: false, stderr: false}}
 scope: {{descendant_of: {os.getpid()}}}
 memory: {{enabled: true, interval: 1s, available: {{term: {term}, kill: {kill}}}, term_timeout: 2s}}
 cpu: {{enabled: false}}
-disks: []
+disks: {disks}
 io: {{enabled: false}}
 network: {{duplicate_mac: {{enabled: false}}}}
 """

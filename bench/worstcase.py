@@ -35,7 +35,7 @@ import time
 from bench import harness
 from bench.fasthog import wait_death
 from bench.harness import GiB, MiB, MemSampler, Started, log, summary
-from bench.selection import SignalClock
+from bench.selection import SignalClock, memory_config
 
 FILES = 100_000
 NR_INODES = 200_000
@@ -46,7 +46,6 @@ HOG_CAP_MIB = 4096                 # 3 GiB past the level: see `crossed` below
 def monitor_config(level: int, files_folder: str | None):
     """Memory levels (term = kill = `level`), scoped to this namespace; with
     `files_folder`, the disk shield watching it and allowed to delete its files."""
-    from oorkiller.config import load_config_text
     disks = "[]"
     if files_folder:
         disks = f"""
@@ -57,17 +56,7 @@ def monitor_config(level: int, files_folder: str | None):
     until: {{free: 1%, inodes_free: {UNTIL_INODES_FREE}%}}
     cleanup:
       - {{path: {files_folder}, glob: '*.log.1', min_age: 0s}}"""
-    text = f"""
-daemon: {{lock_memory: false, nice: 0}}
-log: {{kmsg: false, stderr: false}}
-scope: {{descendant_of: {os.getpid()}}}
-memory: {{enabled: true, interval: 1s, available: {{term: {level}, kill: {level}}}, term_timeout: 2s}}
-cpu: {{enabled: false}}
-disks: {disks}
-io: {{enabled: false}}
-network: {{duplicate_mac: {{enabled: false}}}}
-"""
-    return load_config_text(text, "<bench>")
+    return memory_config(level, level, disks)
 
 
 class TimedMonitor:
