@@ -20,7 +20,6 @@ must see the machine as it is without the last victim.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -28,10 +27,9 @@ from oorkiller import shares
 from oorkiller._proctable import ProcTable
 from oorkiller._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
 from oorkiller.actions import KILL_WAIT
-from oorkiller.monitors.process import ProcessMonitor
+from oorkiller.monitors.process import HZ, ProcessMonitor
 from oorkiller.units import format_percent
 
-HZ = os.sysconf("SC_CLK_TCK")
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures busy over when it has no history
 FOLLOW_EXTRA = 2.0         # seconds a group is followed beyond its action's longest time
@@ -138,11 +136,8 @@ class CpuMonitor(ProcessMonitor):
         """One sample of every candidate's CPU ticks into `window`."""
         added, _ = self.refresh_table()
         self.table.sample_cpu()
-        # starttime is in ticks since boot (CLOCK_BOOTTIME); the window runs on `now`.
-        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
-        born = {p.serial: p.starttime / HZ - boot_to_now for p in added}
         counters = {p.serial: p.cpu_ticks for p in self.table.entries() if p.eligible}
-        window.add(now, counters, born)
+        window.add(now, counters, self.birth_times(added))
 
     def capacity(self, window: shares.UsageWindow) -> float:
         """Ticks all CPUs could have run over the window."""

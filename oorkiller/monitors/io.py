@@ -32,7 +32,6 @@ from oorkiller._readers import parse_psi
 from oorkiller.monitors.process import ProcessMonitor
 from oorkiller.units import format_percent, format_size
 
-HZ = os.sysconf("SC_CLK_TCK")
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures over when it has no history
 TOP_SCANNED = 16           # processes whose open files are looked at, per decision
@@ -199,8 +198,7 @@ class IoMonitor(ProcessMonitor):
         """One sample of every candidate's IO counters and every device's bytes."""
         added, _ = self.refresh_table()
         self.table.sample_io()
-        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
-        born = {p.serial: p.starttime / HZ - boot_to_now for p in added}
+        born = self.birth_times(added)
         eligible = [p for p in self.table.entries() if p.eligible]
         self.window.add(now, {p.serial: io_bytes(p) for p in eligible}, born)
         self.calls.add(now, {p.serial: p.io_syscalls for p in eligible}, born)

@@ -21,7 +21,6 @@ HZ = os.sysconf("SC_CLK_TCK")
 YOUNG = 2.0     # seconds after its birth during which an excluded process is re-checked
 
 
-
 class ProcessMonitor(Monitor):
     HOLD = "oom_score"       # the one file per process this monitor samples
 
@@ -86,6 +85,13 @@ class ProcessMonitor(Monitor):
         self.young = [p for p in self.young + added
                       if p.alive and not p.eligible and uptime - p.starttime / HZ < YOUNG]
         return became
+
+    @staticmethod
+    def birth_times(procs) -> dict:
+        """serial -> when each process was born, on the time.monotonic() clock
+        (starttime counts ticks since boot, on CLOCK_BOOTTIME)."""
+        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+        return {p.serial: p.starttime / HZ - boot_to_now for p in procs}
 
     def rejudge_renamed(self, procs) -> list:
         """Judge again each excluded process in `procs` whose name is no longer
