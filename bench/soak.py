@@ -257,17 +257,8 @@ def count_actions(records: list[dict], kind: str) -> dict:
     return out
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def cause_memory(daemon, config) -> dict:
-    from sandbox import mem_available, victim
+    from sandbox import mem_available, victim, wait_until
     reloads = len(daemon.records("reload"))
     with open(daemon.config_path, "w") as f:
         import yaml
@@ -283,6 +274,7 @@ def cause_memory(daemon, config) -> dict:
 
 
 def cause_cpu(daemon) -> dict:
+    from sandbox import wait_until
     spinner = subprocess.Popen([sys.executable, os.path.join(TESTS, "scenarios_cpu.py"),
                                 "spin", "soakspin", "2", "30"], stdout=subprocess.PIPE, text=True)
     spinner.stdout.readline()
@@ -295,6 +287,7 @@ def cause_cpu(daemon) -> dict:
 
 
 def cause_disk(logs: str) -> dict:
+    from sandbox import wait_until
     then = time.time() - 3600
     block = b"\1" * (2 * MiB)
     for i in range(24):

@@ -222,5 +222,16 @@ def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
     return False
 
 
+def events(result: dict, *names: str) -> list[dict]:
+    """The records of a scenario's result whose event is one of `names`."""
+    return [r for r in result["records"] if r["event"] in names]
+
+
+def stopped_cleanly(result: dict) -> None:
+    """The daemon of a scenario exited 0 within 1 s of its SIGTERM (SPEC §5)."""
+    assert result["stopped"]["rc"] == 0
+    assert result["stopped"]["stop_seconds"] < 1.0, "SIGTERM must stop the daemon within 1 s"
+
+
 def alive(proc: subprocess.Popen) -> bool:
     return proc.poll() is None

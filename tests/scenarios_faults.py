@@ -5,28 +5,18 @@ tests/test_security.py judge."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from sandbox import (MiB, Daemon, base_config, mem_available, oorkiller_command,
-                     parse_stderr_record, reap, victim)
+                     parse_stderr_record, reap, victim, wait_until)
 
 import sandbox
 
 HOUR = 3600
 TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def records_of(daemon: Daemon) -> list[dict]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from sandbox import MiB, Daemon, base_config, mem_available, reap, victim
+from sandbox import MiB, Daemon, base_config, mem_available, reap, victim, wait_until
 
 FORKER = r"""
 import ctypes, os, signal, sys
@@ -61,15 +61,6 @@ while time.monotonic() < end:
     block.close()                             # ...and comes back soon
     time.sleep(0.3)
 """
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def memory_section(term: int, kill: int, **extra) -> dict:

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, stopped_cleanly
 
 TERMED = -signal.SIGTERM
 KILLED = -signal.SIGKILL
@@ -13,11 +13,6 @@ KILLED = -signal.SIGKILL
 
 def actions(records, *events):
     return [r for r in records if r["event"] in events]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0
-    assert result["stopped"]["stop_seconds"] < 1.0
 
 
 # First in this file: the group tests below raise the 1-minute load average.

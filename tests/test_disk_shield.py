@@ -4,17 +4,13 @@ out on purpose, scoped to the test's own processes (SPEC §3 `disks`, §5)."""
 import json
 import signal
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, stopped_cleanly
 
 KILLED, TERMED = -signal.SIGKILL, -signal.SIGTERM
 
 
 def actions(records, event):
     return [r for r in records if r["event"] == event]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0 and result["stopped"]["stop_seconds"] < 1.0
 
 
 def test_below_clean_the_oldest_allowed_files_go_until_the_until_level():

@@ -13,18 +13,9 @@ import signal
 
 import pytest
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, stopped_cleanly, events
 
 KILLED, TERMED = -signal.SIGKILL, -signal.SIGTERM
-
-
-def events(result, *names):
-    return [r for r in result["records"] if r["event"] in names]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0
-    assert result["stopped"]["stop_seconds"] < 1.0
 
 
 def test_an_unwritable_kernel_log_sends_records_to_stderr_and_the_hog_still_dies():

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, stopped_cleanly
 
 TERMED = -signal.SIGTERM
 LOOP_CTL_REMOVE = 0x4C81
@@ -17,11 +17,6 @@ LOOP_CTL_REMOVE = 0x4C81
 
 def actions(records, *events):
     return [r for r in records if r["event"] in events]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0
-    assert result["stopped"]["stop_seconds"] < 1.0
 
 
 @pytest.fixture

@@ -3,20 +3,10 @@ daemon neither crashes nor leaks descriptors. (The CPU fork bomb is
 test_cpu_shield.py's; hours of this are bench/soak.py's.)"""
 import signal
 
-import pytest
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, stopped_cleanly, events
 
 KILLED, TERMED = -signal.SIGKILL, -signal.SIGTERM
-
-
-def events(result, *names):
-    return [r for r in result["records"] if r["event"] in names]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0
-    assert result["stopped"]["stop_seconds"] < 1.0
 
 
 def test_among_10000_processes_the_hog_is_still_found_and_killed():

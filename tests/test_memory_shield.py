@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from sandbox import boot_usec, in_pid_namespace, kernel_oom_kills_since
+from sandbox import boot_usec, in_pid_namespace, kernel_oom_kills_since, stopped_cleanly
 
 KILLED = -signal.SIGKILL
 TERMED = -signal.SIGTERM
@@ -12,11 +12,6 @@ TERMED = -signal.SIGTERM
 
 def actions(records, event):
     return [r for r in records if r["event"] == event]
-
-
-def stopped_cleanly(result):
-    assert result["stopped"]["rc"] == 0
-    assert result["stopped"]["stop_seconds"] < 1.0, "SIGTERM must stop the daemon within 1 s"
 
 
 @pytest.mark.parametrize("chunk,pause", [(64, 0.05), (512, 0.0)], ids=["slow-hog", "fast-hog"])

@@ -12,16 +12,13 @@ import shutil
 
 import pytest
 
+from sandbox import events
 from scenarios_network import in_net_namespace, namespaces_available
 
 pytestmark = pytest.mark.skipif(bool(namespaces_available()), reason=namespaces_available() or "ok")
 
 OVS_TOOLS = ("ovs-vsctl", "ovsdb-server", "ovs-vswitchd", "ovsdb-tool")
 OVS_MISSING = [tool for tool in OVS_TOOLS if shutil.which(tool) is None]
-
-
-def events(result: dict, event: str) -> list[dict]:
-    return [r for r in result["records"] if r["event"] == event]
 
 
 def test_two_veth_ends_with_one_mac_are_reported_once_then_cleared():
