@@ -123,8 +123,11 @@ def test_kill_process_group_takes_the_whole_group_in_one_action():
 
 @pytest.mark.parametrize("rename_after", [1.0, 3.0], ids=["young", "older"])
 def test_a_hog_first_seen_under_a_protected_name_is_judged_by_its_name_now(rename_after):
-    """Young: re-checked at every refresh. Older: re-checked when the choice
-    finds nobody (or nobody enough), before `nothing-to-kill`."""
+    """Renamed at 1 s, the hog is re-checked at every refresh while young (or,
+    failing that, at the choice); renamed at 3 s, past the young window, only
+    the re-check at the choice, before `nothing-to-kill`, can find it. The
+    young re-check alone is proven by the CPU shield's renamed spinner, which
+    has no re-check at the choice."""
     result = in_pid_namespace("scenarios_memory", "renamed_hog", rename_after=rename_after)
     assert result["hog_died"], result
     assert result["ended"]["renamedhog"] in (KILLED, TERMED)
