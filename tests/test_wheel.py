@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Build outputs of the development tree: the wheel must not need them.
-NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "*.so",
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so",
                                     "*.c", ".pytest_cache", ".hypothesis", ".benchmarks", "bench",
                                     "default.yaml")
 
