@@ -1,6 +1,6 @@
 """Build-only glue: declares the compiled parts. Metadata lives in pyproject.toml.
 
-- `_native/*.pyx` -> `oorkiller._readers`, `oorkiller._proctable` (Cython)
+- `_native/*.pyx` -> `oorkiller.proc._readers`, `oorkiller.proc._proctable` (Cython)
 - `_native/kernel_build.py` -> `oorkiller._kernel` (cffi, API mode)
 - `config/oorkiller.yaml` is copied into the package as `default.yaml`, so the
   file operators read in the repository is byte for byte the embedded default;
@@ -27,18 +27,17 @@ class BuildPyWithDefaultConfig(build_py):
 
 def native_extensions():
     flags = ["-O2", "-Wno-unused-function"]
-    modules = ["readers", "proctable"]
     exts = [
-        Extension(f"oorkiller._{name}", [f"_native/{name}.pyx"],
-                  include_dirs=["_native"], extra_compile_args=flags)
-        for name in modules
+        Extension(f"oorkiller.proc.{name}", [f"oorkiller/proc/{name}.pyx"],
+                  include_dirs=["oorkiller/proc"], extra_compile_args=flags)
+        for name in ("_readers", "_proctable")
     ]
-    return cythonize(exts, language_level=3, include_path=["_native"],
+    return cythonize(exts, language_level=3,
                      compiler_directives={"boundscheck": False, "wraparound": False})
 
 
 setup(
     ext_modules=native_extensions(),
-    cffi_modules=["_native/kernel_build.py:ffibuilder"],
+    cffi_modules=["oorkiller/kernel_build.py:ffibuilder"],
     cmdclass={"build_py": BuildPyWithDefaultConfig},
 )

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Fuzz the C parsers of _native/procparse.h under AddressSanitizer and
+# Fuzz the C parsers of oorkiller/proc/procparse.h under AddressSanitizer and
 # UndefinedBehaviorSanitizer.
 #
 #   bash bench/asan.sh [ITERATIONS]      (default 200000; ~10 s on 2 vCPUs)
@@ -20,7 +20,7 @@ set -euo pipefail
 
 iterations=${1:-200000}
 here=$(cd "$(dirname "$0")/.." && pwd)
-native=${OORKILLER_NATIVE_DIR:-$here/_native}   # another procparse.h (e.g. an old one)
+native=${OORKILLER_NATIVE_DIR:-$here/oorkiller/proc}   # another procparse.h (e.g. an old one)
 work=$(mktemp -d /tmp/oorkiller-asan.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

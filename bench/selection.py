@@ -58,8 +58,8 @@ network: {{duplicate_mac: {{enabled: false}}}}
 
 def full_selection_times(repeats: int) -> list[float]:
     """Seconds for refresh + sample_memory + rank_memory on a warm table."""
-    from oorkiller._proctable import ProcTable
-    from oorkiller.rules import RuleSet
+    from oorkiller.proc._proctable import ProcTable
+    from oorkiller.judge.rules import RuleSet
     available = harness.mem_available()
     config = memory_config(available - GiB, available - 2 * GiB)
     table = ProcTable("/proc", os.getpid())
@@ -102,12 +102,12 @@ class SignalClock:
 
 def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
     """A real MemoryMonitor on its thread kills `hogs` fast hogs, one at a time."""
-    from oorkiller.actions import Executor
+    from oorkiller.act.engine import Executor
     from oorkiller.daemon import MonitorThread
-    from oorkiller.kmsg import RecordWriter
-    from oorkiller.monitors.base import Context
-    from oorkiller.monitors.memory import MemoryMonitor
-    from oorkiller.rules import RuleSet
+    from oorkiller.record.writer import RecordWriter
+    from oorkiller.shields.base import Context
+    from oorkiller.shields.memory import MemoryMonitor
+    from oorkiller.judge.rules import RuleSet
 
     results = []
     for _ in range(hogs):

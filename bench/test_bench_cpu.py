@@ -19,13 +19,13 @@ import time
 
 import pytest
 
-from oorkiller import shares
-from oorkiller._proctable import ProcTable
-from oorkiller.actions import Executor
+from oorkiller.judge import shares
+from oorkiller.proc._proctable import ProcTable
+from oorkiller.act.engine import Executor
 from oorkiller.config import default_config
-from oorkiller.monitors.base import Context
-from oorkiller.monitors.cpu import CpuMonitor
-from oorkiller.rules import RuleSet
+from oorkiller.shields.base import Context
+from oorkiller.shields.cpu import CpuMonitor
+from oorkiller.judge.rules import RuleSet
 
 ROUNDS = 21
 IDLE_SECONDS = 10.0

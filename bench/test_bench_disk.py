@@ -12,7 +12,7 @@ import sys
 import time
 
 from oorkiller.config import DiskConfig
-from oorkiller.monitors.disk import Disk, Reading
+from oorkiller.shields.disk import Disk, Reading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = 100_000
@@ -21,7 +21,7 @@ ROUNDS = 3
 SCRIPT = r"""
 import json, os, subprocess, sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
-from oorkiller import cleanup
+from oorkiller.act import cleanup
 from oorkiller.config import CleanupRule
 files, rounds = int(sys.argv[2]), int(sys.argv[3])
 subprocess.run(["mount", "--make-rprivate", "/"], check=True)

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from oorkiller import shares
-from oorkiller.diskstats import DiskStats
-from oorkiller._proctable import ProcTable
-from oorkiller.monitors.io import io_bytes
+from oorkiller.judge import shares
+from oorkiller.proc.diskstats import DiskStats
+from oorkiller.proc._proctable import ProcTable
+from oorkiller.shields.io import io_bytes
 
 ROUNDS = 31
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from oorkiller import _readers as readers
-from oorkiller._proctable import ProcTable
+from oorkiller.proc import _readers as readers
+from oorkiller.proc._proctable import ProcTable
 
 ROUNDS = 31
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from oorkiller import netscan
+from oorkiller.proc import netscan
 
 INSIDE = os.environ.get("OORKILLER_BENCH_NETNS") == "1"
 IGNORE = ()

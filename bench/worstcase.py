@@ -64,13 +64,13 @@ class TimedMonitor:
     with `files_folder`, a DiskMonitor cleaning that folder on its own thread."""
 
     def __init__(self, level: int, files_folder: str | None = None):
-        from oorkiller.actions import Executor
+        from oorkiller.act.engine import Executor
         from oorkiller.daemon import MonitorThread
-        from oorkiller.kmsg import RecordWriter
-        from oorkiller.monitors.base import Context
-        from oorkiller.monitors.disk import DiskMonitor
-        from oorkiller.monitors.memory import MemoryMonitor
-        from oorkiller.rules import RuleSet
+        from oorkiller.record.writer import RecordWriter
+        from oorkiller.shields.base import Context
+        from oorkiller.shields.disk import DiskMonitor
+        from oorkiller.shields.memory import MemoryMonitor
+        from oorkiller.judge.rules import RuleSet
         config = monitor_config(level, files_folder)
         self.writer = RecordWriter(kmsg=False, stderr=False)
         self.executor = Executor(self.writer, hooks=SignalClock())

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import yaml
 
-from oorkiller.units import Size, parse_duration, parse_percent, parse_rate, parse_size
+from oorkiller.quantities import Size, parse_duration, parse_percent, parse_rate, parse_size
 
 KILL_UNITS = ("process", "process_group", "cgroup", "auto")
 LOG_LEVELS = ("debug", "info", "warning")
@@ -810,7 +810,7 @@ def _check_directories(path: str) -> None:
     every directory above the file, as named and as resolved, must pass the
     test cleanup directories pass (root-owned, writable by nobody else; a
     sticky one like /tmp is fine)."""
-    from oorkiller.cleanup import untrusted_reason
+    from oorkiller.act.cleanup import untrusted_reason
     for named in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
         directory = os.path.dirname(named)
         while True:

@@ -15,12 +15,12 @@ import threading
 import time
 
 from oorkiller import __version__, kernel, notify
-from oorkiller.actions import Executor
+from oorkiller.act.engine import Executor
 from oorkiller.config import ConfigError, load_config
-from oorkiller.hooks import HookedWriter, Hooks
-from oorkiller.monitors import enabled_sections, monitor_class
-from oorkiller.monitors.base import Context
-from oorkiller.rules import RuleSet
+from oorkiller.act.hooks import HookedWriter, Hooks
+from oorkiller.shields import enabled_sections, monitor_class
+from oorkiller.shields.base import Context
+from oorkiller.judge.rules import RuleSet
 
 THREAD_STACK = 256 << 10     # with mlockall(MCL_FUTURE) every stack is locked whole
 ERROR_REPEAT = 60.0          # the same monitor error is recorded at most this often
@@ -48,7 +48,7 @@ def rehearse_kill_path() -> None:
     """Run once, harmlessly, the code a kill runs (pidfd_open, signal 0 through
     the pidfd, poll, process_mrelease), so its pages are resident and locked
     before the first real shortage, when faulting them in could stall."""
-    from oorkiller.actions import Target, alive, send
+    from oorkiller.act.engine import Target, alive, send
     try:
         pidfd = os.pidfd_open(os.getpid())
     except OSError:

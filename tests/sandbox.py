@@ -51,7 +51,7 @@ def in_pid_namespace(module: str, function: str, timeout: float = 90, **params) 
 
 
 def kmsg_lines_since(usec: int) -> list[str]:
-    from oorkiller.kmsg import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
+    from oorkiller.record.reader import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
     """Texts of kernel-log records newer than `usec` (time since boot)."""
     texts = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
@@ -82,7 +82,7 @@ def kernel_oom_kills_since(usec: int) -> list[str]:
 # ------------------------------------------------------------------ inside
 def parse_stderr_record(line: str) -> dict | None:
     """A daemon stderr line `oorkiller: EVENT k=v ...` back into a record dict."""
-    from oorkiller.records import parse_record
+    from oorkiller.record.logfmt import parse_record
     prefix = "oorkiller: "
     if not line.startswith(prefix) or line.startswith(prefix + "warning:"):
         return None

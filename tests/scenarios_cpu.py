@@ -269,9 +269,9 @@ def _group_pids(pgid: int) -> list[int]:
 
 def reused_pid() -> dict:
     """A spinner is chosen, exits, and its PID goes to a new process before the signal."""
-    from oorkiller import shares
-    from oorkiller._proctable import ProcTable
-    from oorkiller.actions import take_targets
+    from oorkiller.judge import shares
+    from oorkiller.proc._proctable import ProcTable
+    from oorkiller.act.engine import take_targets
 
     from sandbox import victim
 

@@ -102,9 +102,9 @@ def vanishing_victims() -> dict:
     """A process exits between the scan and the choice, and another between the
     choice (pidfd taken) and the signal: nothing is signalled wrongly, no error,
     and the worker goes on to the next action."""
-    from oorkiller._proctable import ProcTable
-    from oorkiller.actions import Action, Executor, take_targets
-    from oorkiller.kmsg import RecordWriter
+    from oorkiller.proc._proctable import ProcTable
+    from oorkiller.act.engine import Action, Executor, take_targets
+    from oorkiller.record.writer import RecordWriter
     import io
 
     stream = io.StringIO()

@@ -87,8 +87,8 @@ def choose_between(specs: list[dict], need_mib: int) -> dict:
 def reused_pid() -> dict:
     """A victim exits and its PID goes to a new process before the signal."""
     import signal
-    from oorkiller._proctable import ProcTable
-    from oorkiller.actions import Target, send, take_targets
+    from oorkiller.proc._proctable import ProcTable
+    from oorkiller.act.engine import Target, send, take_targets
 
     first = victim("sleeper", "first")
     table = ProcTable("/proc", os.getpid())

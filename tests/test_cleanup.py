@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from oorkiller import cleanup
+from oorkiller.act import cleanup
 from oorkiller.config import CleanupRule
 
 HOUR = 3600

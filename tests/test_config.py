@@ -17,7 +17,7 @@ from oorkiller.config import (
     MemoryConfig, NetworkConfig, Problem, check_file, default_config, default_config_text,
     load_config, load_config_text,
 )
-from oorkiller.units import Size
+from oorkiller.quantities import Size
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,7 +2,7 @@
 space and original name; truncation reaches only that very inode."""
 import os
 
-from oorkiller import deleted
+from oorkiller.proc import deleted
 
 
 def open_deleted(path, size):

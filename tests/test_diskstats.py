@@ -1,12 +1,12 @@
-"""Per-device readings (oorkiller.diskstats) on canned /proc/diskstats texts and
+"""Per-device readings (oorkiller.proc.diskstats) on canned /proc/diskstats texts and
 a fake sysfs tree: the IOPS / utilization / await definitions, counters that
 wrap, partitions folded into their disk, devices that come and go."""
 import os
 
 import pytest
 
-from oorkiller import diskstats
-from oorkiller._readers import parse_diskstats
+from oorkiller.proc import diskstats
+from oorkiller.proc._readers import parse_diskstats
 
 #           maj min name   reads merged rsect rms  writes merged wsect wms inflight io_ms weighted
 LINE = "{maj:4d} {min:7d} {name} {r} 0 {rs} {rms} {w} 0 {ws} {wms} 0 {io} {wt}\n"

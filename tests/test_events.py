@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from oorkiller import events
-from oorkiller.kmsg import RecordWriter
+from oorkiller.cli import events
+from oorkiller.record.writer import RecordWriter
 
 needs_kmsg = pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK | os.W_OK),
                                 reason="needs a readable and writable /dev/kmsg (root)")

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from oorkiller import _readers as r
-from oorkiller.kmsg import RecordWriter
+from oorkiller.proc import _readers as r
+from oorkiller.record.writer import RecordWriter
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -270,5 +270,5 @@ def test_hostile_names_through_the_real_kernel_log_read_back_exactly_by_events_j
 
 def _json_shown(text: str) -> str:
     """`events --json` shows bytes that are not UTF-8 the way events._json_safe does."""
-    from oorkiller.events import _json_safe
+    from oorkiller.cli.events import _json_safe
     return _json_safe(text)

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from oorkiller import records
-from oorkiller.actions import Action, Executor, Target
+from oorkiller.record import logfmt as records
+from oorkiller.act.engine import Action, Executor, Target
 from oorkiller.config import Hook
-from oorkiller.hooks import Hooks, hook_environment
+from oorkiller.act.hooks import Hooks, hook_environment
 
 PY = sys.executable
 HOSTILE_NAME = b"h\xffog ) x\nevent=kill"
@@ -301,7 +301,7 @@ def test_a_successful_hook_gives_no_record(hooks_for, writer):
 
 
 def test_events_recorded_by_monitors_reach_their_hooks_through_the_hooked_writer(tmp_path, hooks_for, writer):
-    from oorkiller.hooks import HookedWriter
+    from oorkiller.act.hooks import HookedWriter
     ran = tmp_path / "ran"
     hooks = hooks_for(hook("/bin/sh", "-c", 'echo "$OORKILLER_EVENT $OORKILLER_RESOURCE" >> "$0"', str(ran),
                            events=frozenset({"cleanup", "kill"})))

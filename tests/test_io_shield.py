@@ -92,9 +92,9 @@ def test_dry_run_signals_nothing_and_records_everything(marker):
 # ------------------------------------------------------------------ the judgement, unit level
 from oorkiller import diskstats                                     # noqa: E402
 from oorkiller.config import load_config_text                       # noqa: E402
-from oorkiller.monitors import io                                   # noqa: E402
-from oorkiller.monitors.base import Context                         # noqa: E402
-from oorkiller.rules import RuleSet                                 # noqa: E402
+from oorkiller.shields import io                                   # noqa: E402
+from oorkiller.shields.base import Context                         # noqa: E402
+from oorkiller.judge.rules import RuleSet                                 # noqa: E402
 
 
 class Writer:

@@ -11,9 +11,10 @@ import uuid
 
 import pytest
 
-from oorkiller import kmsg
-from oorkiller.kmsg import RecordWriter, devkmsg_mode, parse_kmsg_entry, read_records
-from oorkiller.records import parse_record
+from oorkiller.record import writer as kmsg
+from oorkiller.record.writer import RecordWriter, devkmsg_mode
+from oorkiller.record.reader import parse_kmsg_entry, read_records
+from oorkiller.record.logfmt import parse_record
 
 KMSG = "/dev/kmsg"
 needs_kmsg = pytest.mark.skipif(not os.access(KMSG, os.R_OK | os.W_OK),

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from oorkiller.mounts import MountError, read_mounts, resolve
+from oorkiller.proc.mounts import MountError, read_mounts, resolve
 
 
 
@@ -35,7 +35,7 @@ def test_a_fake_mountinfo_without_the_device_is_a_clear_error(tmp_path):
 
 SCRIPT = r"""
 import json, os, subprocess, sys, tempfile
-from oorkiller.mounts import read_mounts, resolve
+from oorkiller.proc.mounts import read_mounts, resolve
 subprocess.run(["mount", "--make-rprivate", "/"], check=True)
 base = tempfile.mkdtemp()
 fs, bind, spaced = base + "/fs", base + "/bind", base + "/with space"

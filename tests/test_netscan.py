@@ -11,7 +11,8 @@ import types
 
 import pytest
 
-from oorkiller import netscan, ovs
+from oorkiller.proc import netscan
+from oorkiller.proc import ovs
 from oorkiller.config import default_config, load_config_text
 
 MAC = "52:54:00:00:00:01"
@@ -265,8 +266,8 @@ class RecordingWriter:
 
 
 def network_monitor(sys_tree, monkeypatch, action="alert", dry_run=False):
-    from oorkiller.monitors import network
-    from oorkiller.monitors.base import Context
+    from oorkiller.shields import network
+    from oorkiller.shields.base import Context
     monkeypatch.setattr(ovs, "available", lambda environ=None: False)
     monkeypatch.setattr(network, "KernelLogWatch", lambda: types.SimpleNamespace(
         kernel_lines=lambda: [], close=lambda: None, problem=""))

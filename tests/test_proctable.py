@@ -1,4 +1,4 @@
-"""oorkiller._proctable: the process table, its samples, ranking and pidfds.
+"""oorkiller.proc._proctable: the process table, its samples, ranking and pidfds.
 
 Fake /proc trees check exact behaviour (scores, ties, reuse by start time);
 the real /proc, with psutil as the oracle, checks it on processes this test
@@ -15,7 +15,7 @@ import textwrap
 import psutil
 import pytest
 
-from oorkiller._proctable import ProcTable, raise_fd_limit
+from oorkiller.proc._proctable import ProcTable, raise_fd_limit
 from fakeproc import FakeProc, io_text
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -374,7 +374,7 @@ def test_running_out_of_fds_degrades_without_failing():
     appear; the refresh keeps working and samples still read them."""
     code = textwrap.dedent("""
         import os, resource, subprocess, sys
-        from oorkiller._proctable import ProcTable
+        from oorkiller.proc._proctable import ProcTable
         table = ProcTable()
         table.refresh()
         open_now = len(os.listdir("/proc/self/fd"))

@@ -1,4 +1,4 @@
-"""oorkiller._readers: held-fd reads and pure parsers of /proc text.
+"""oorkiller.proc._readers: held-fd reads and pure parsers of /proc text.
 
 Each parser is checked against hand-written input (exact values), against
 the real file of this machine (with psutil or os as the oracle where one
@@ -15,7 +15,7 @@ import psutil
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from oorkiller import _readers as r
+from oorkiller.proc import _readers as r
 from fakeproc import (cpu_stat_text, io_text, meminfo_text, psi_text, stat_line,
                       status_text)
 

@@ -5,7 +5,7 @@ import signal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from oorkiller.records import (
+from oorkiller.record.logfmt import (
     LEVELS, MAX_RECORD_BYTES, RESERVED_KEYS, RecordError, format_fields, format_human,
     format_record, parse_record, safe_key, value_bytes,
 )

@@ -21,7 +21,7 @@ import types
 
 import pytest
 
-from oorkiller import cleanup
+from oorkiller.act import cleanup
 from oorkiller.config import CleanupRule, ConfigError, load_config, load_config_text
 
 from sandbox import in_pid_namespace
@@ -180,7 +180,7 @@ def in_mount_namespace(code: str) -> dict:
 
 BIND_MOUNT = """
 import tempfile, time
-from oorkiller import cleanup
+from oorkiller.act import cleanup
 from oorkiller.config import CleanupRule
 import types
 base = tempfile.mkdtemp(prefix="oorkiller-sec-")

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from oorkiller import shares
+from oorkiller.judge import shares
 
 SELF = 999          # the daemon's pid in these tables
 

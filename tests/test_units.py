@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from oorkiller.units import (
+from oorkiller.quantities import (
     Size, format_duration, format_size, parse_duration, parse_percent, parse_rate, parse_size,
 )
 

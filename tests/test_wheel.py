@@ -79,7 +79,7 @@ def test_the_wheel_installs_offline_and_runs_from_its_venv(venv, tmp_path):
 
 def test_the_installed_wheel_carries_its_native_parts_and_default_config(venv):
     python = str(venv / "bin" / "python")
-    run(python, "-c", "import oorkiller._readers, oorkiller._proctable, oorkiller._kernel")
+    run(python, "-c", "import oorkiller.proc._readers, oorkiller.proc._proctable, oorkiller._kernel")
     default = run(str(venv / "bin" / "oorkiller"), "print-default-config").stdout
     with open(os.path.join(SOURCE, "config", "oorkiller.yaml")) as f:
         assert default == f.read()

@@ -11,11 +11,11 @@ import os
 import signal
 import time
 
-from oorkiller._proctable import ProcTable
-from oorkiller._readers import HeldFile
-from oorkiller.actions import Action, close_targets, take_targets
-from oorkiller.monitors.base import Monitor
-from oorkiller.rules import cgroup_path
+from oorkiller.proc._proctable import ProcTable
+from oorkiller.proc._readers import HeldFile
+from oorkiller.act.engine import Action, close_targets, take_targets
+from oorkiller.shields.base import Monitor
+from oorkiller.judge.rules import cgroup_path
 
 HZ = os.sysconf("SC_CLK_TCK")
 YOUNG = 2.0     # seconds after its birth during which an excluded process is re-checked

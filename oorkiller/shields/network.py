@@ -21,9 +21,10 @@ import os
 import socket
 import struct
 
-from oorkiller import netscan, ovs
-from oorkiller.kmsg import parse_kmsg_entry
-from oorkiller.monitors.base import Monitor
+from oorkiller.proc import netscan
+from oorkiller.proc import ovs
+from oorkiller.record.reader import parse_kmsg_entry
+from oorkiller.shields.base import Monitor
 
 KERNEL_HOLD = 300.0          # a bridge complaint stays current this long after its last line
 KMSG_READS_PER_STEP = 20000  # bound the work of one step when the log is flooded

@@ -12,10 +12,10 @@ from __future__ import annotations
 import signal
 import time
 
-from oorkiller import victims
-from oorkiller._readers import HeldFile, parse_meminfo, parse_psi
-from oorkiller.monitors.process import ProcessMonitor
-from oorkiller.units import format_size
+from oorkiller.judge import choice as victims
+from oorkiller.proc._readers import HeldFile, parse_meminfo, parse_psi
+from oorkiller.shields.process import ProcessMonitor
+from oorkiller.quantities import format_size
 
 WORST_FILL_RATE = 8 << 30   # bytes/s: faster than a hog touching pages can go here
 MIN_SLEEP = 0.002           # never poll more often than this

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from oorkiller import records
+from oorkiller.record import logfmt
 
 BEFORE_EVENTS = frozenset({"term", "kill"})
 HOOK_PATH = b"/usr/sbin:/usr/bin:/sbin:/bin"
@@ -49,13 +49,13 @@ STDERR_TAIL = 200            # bytes of a failing hook's stderr quoted in its er
 def hook_environment(event: str, fields: dict) -> dict[bytes, bytes]:
     """The whole environment of a hook: built from the action, nothing inherited."""
     def raw(key):
-        value = records.value_bytes(fields.get(key))
+        value = logfmt.value_bytes(fields.get(key))
         return b"" if value is None else value
 
     env = {
         b"PATH": HOOK_PATH,
         b"LANG": b"C.UTF-8",
-        b"OORKILLER_EVENT": records.value_bytes(event) or b"",
+        b"OORKILLER_EVENT": logfmt.value_bytes(event) or b"",
         b"OORKILLER_RESOURCE": raw("resource"),
         b"OORKILLER_PID": raw("pid"),
         b"OORKILLER_NAME": raw("name"),
@@ -70,8 +70,8 @@ def hook_environment(event: str, fields: dict) -> dict[bytes, bytes]:
 
 def logfmt_fields(event: str, fields: dict) -> bytes:
     """`event=kill resource=memory ...`: the record's text without its header."""
-    safe = {records.safe_key(key): value for key, value in fields.items()}
-    line = records.format_record(event, safe, pid=0, level="info")
+    safe = {logfmt.safe_key(key): value for key, value in fields.items()}
+    line = logfmt.format_record(event, safe, pid=0, level="info")
     return line.partition(b"]: ")[2].rstrip(b"\n")
 
 

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The process table (compiled as oorkiller._proctable).
+"""The process table (compiled as oorkiller.proc._proctable).
 
 It lists the proc root with readdir (getdents64 underneath) and keeps, for
 every PID, ONE held fd: the file this table samples (`hold=`: `oom_score`
@@ -47,13 +47,13 @@ from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
-from readers cimport (
+from oorkiller.proc.procparse cimport (
     pp_pidstat, pp_parse_pidstat, pp_pidio, pp_parse_pidio, pp_pidstatus,
     pp_parse_pidstatus, pp_i64, PP_PF_KTHREAD, openat, pread, close,
     O_RDONLY, O_CLOEXEC, O_DIRECTORY,
 )
 
-from oorkiller._readers import parse_pid_status
+from oorkiller.proc._readers import parse_pid_status
 
 __all__ = ["ProcTable", "Proc", "raise_fd_limit", "RESERVED_FDS"]
 

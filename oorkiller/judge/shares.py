@@ -33,8 +33,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from oorkiller import victims
-from oorkiller.rules import cgroup_path
+from oorkiller.judge import choice as victims
+from oorkiller.judge.rules import cgroup_path
 
 LEVELS = ("process", "process_group", "cgroup")   # the order `auto` tries
 

@@ -126,7 +126,7 @@ def find_duplicates(interfaces: list[OvsInterface], local_names=frozenset(), ign
     """Guests with the same MAC (same attached-mac), and OVS ports with the
     same MAC in use that the kernel cannot see (DPDK, userspace), with the
     OVS port names. Returns netscan.Duplicate records of kind `ovs`."""
-    from oorkiller.netscan import ZERO_MAC, Duplicate
+    from oorkiller.proc.netscan import ZERO_MAC, Duplicate
 
     kept = [i for i in interfaces if not any(p.search(i.name) for p in ignore)]
     found = []

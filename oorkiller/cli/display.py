@@ -1,7 +1,7 @@
 """Human-readable tables for `status` and `candidates` (the --json forms are raw)."""
 from __future__ import annotations
 
-from oorkiller.units import format_size
+from oorkiller.quantities import format_size
 
 SIZE_KEYS = {"available", "total", "term_level", "kill_level", "swap_total", "swap_free",
              "rss", "free", "free_level", "clean_level", "reclaim"}

@@ -26,7 +26,7 @@ def resolve_config(path: str | None):
 
 
 def make_writer(config, to_kmsg: bool | None = None):
-    from oorkiller.kmsg import RecordWriter
+    from oorkiller.record.writer import RecordWriter
     kmsg = config.log.kmsg if to_kmsg is None else to_kmsg
     return RecordWriter(kmsg=kmsg, stderr=config.log.stderr)
 
@@ -57,7 +57,7 @@ def cmd_print_default_config(_args) -> int:
 
 
 def cmd_events(args) -> int:
-    from oorkiller import events
+    from oorkiller.cli import events
     return events.run_from_args(args)
 
 
@@ -71,9 +71,9 @@ class _NullWriter:
 
 def _quiet_context(config):
     """A context whose monitors read and rank but can never act."""
-    from oorkiller.actions import Executor
-    from oorkiller.monitors.base import Context
-    from oorkiller.rules import RuleSet
+    from oorkiller.act.engine import Executor
+    from oorkiller.shields.base import Context
+    from oorkiller.judge.rules import RuleSet
     writer = _NullWriter()
     return Context(config=config, writer=writer, executor=Executor(writer),
                    rules=RuleSet(config), dry_run=True)
@@ -81,7 +81,7 @@ def _quiet_context(config):
 
 def _build_monitor(section: str, config):
     from oorkiller.daemon import raise_fd_limit
-    from oorkiller.monitors import monitor_class
+    from oorkiller.shields import monitor_class
     raise_fd_limit()
     cls = monitor_class(section)
     return None if cls is None else cls(_quiet_context(config))
@@ -108,13 +108,13 @@ def cmd_candidates(args) -> int:
     if args.json:
         print(json.dumps(_jsonable(result), indent=None))
     else:
-        from oorkiller.display import print_candidates
+        from oorkiller.cli.display import print_candidates
         print_candidates(result, sys.stdout)
     return EXIT_OK
 
 
 def cmd_status(args) -> int:
-    from oorkiller.monitors import enabled_sections
+    from oorkiller.shields import enabled_sections
     config, _ = resolve_config(args.config)
     rows = []
     for section in enabled_sections(config):
@@ -129,7 +129,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(_jsonable({"time": time.time(), "resources": rows})))
     else:
-        from oorkiller.display import print_status
+        from oorkiller.cli.display import print_status
         print_status(rows, sys.stdout)
     return EXIT_OK
 
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     events = sub.add_parser("events", help="read this program's records from the kernel log")
-    from oorkiller import events as events_module
+    from oorkiller.cli import events as events_module
     events_module.add_arguments(events)
     events.set_defaults(func=cmd_events)
 

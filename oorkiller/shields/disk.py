@@ -21,10 +21,12 @@ import os
 import sys
 import time
 
-from oorkiller import cleanup, deleted, victims
-from oorkiller.monitors.process import ProcessMonitor
-from oorkiller.mounts import MountError, read_mounts, resolve
-from oorkiller.units import format_size
+from oorkiller.act import cleanup
+from oorkiller.proc import deleted
+from oorkiller.judge import choice as victims
+from oorkiller.shields.process import ProcessMonitor
+from oorkiller.proc.mounts import MountError, read_mounts, resolve
+from oorkiller.quantities import format_size
 
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})  # no write_bytes
 FILL_WINDOW = 60.0       # seconds of readings behind time_to_full

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from oorkiller._readers import parse_mountinfo
+from oorkiller.proc._readers import parse_mountinfo
 
 
 class MountError(Exception):

@@ -27,10 +27,11 @@ import stat
 import time
 from dataclasses import dataclass
 
-from oorkiller import diskstats, shares
-from oorkiller._readers import parse_psi
-from oorkiller.monitors.process import ProcessMonitor
-from oorkiller.units import format_percent, format_size
+from oorkiller.proc import diskstats
+from oorkiller.judge import shares
+from oorkiller.proc._readers import parse_psi
+from oorkiller.shields.process import ProcessMonitor
+from oorkiller.quantities import format_percent, format_size
 
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures over when it has no history

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from oorkiller import records
+from oorkiller.record import logfmt
 
 SLOT_BUDGET = 8          # the kernel allows 10; keep 2 for clock rounding
 BUDGET_WINDOW = 5.5      # seconds; the kernel's window is 5 s (in jiffies)
@@ -87,7 +87,7 @@ class _Pending:
     def absorb(self, later):
         self.count += later.count
         self.fields = later.fields
-        if records.LEVELS[later.level] < records.LEVELS[self.level]:
+        if logfmt.LEVELS[later.level] < logfmt.LEVELS[self.level]:
             self.level = later.level  # keep the most severe level
         self._record = None
 
@@ -96,7 +96,7 @@ class _Pending:
 
     def record(self):
         if self._record is None:
-            self._record = records.format_record(
+            self._record = logfmt.format_record(
                 self.event, self.summary_fields(), pid=self.pid, level=self.level)
         return self._record
 
@@ -138,11 +138,11 @@ class RecordWriter:
         return self._kmsg_ok
 
     def emit(self, event, level="info", **fields):
-        fields = {records.safe_key(key): value for key, value in fields.items()}
-        record = records.format_record(event, fields, pid=self._pid, level=level)
+        fields = {logfmt.safe_key(key): value for key, value in fields.items()}
+        record = logfmt.format_record(event, fields, pid=self._pid, level=level)
         with self._lock:
             if self._to_stderr or not self._kmsg_ok or self._closed:
-                self._write_stderr(records.format_human(event, fields))
+                self._write_stderr(logfmt.format_human(event, fields))
             if self._kmsg_ok and not self._closed:
                 self._submit(_Pending(event, level, fields, self._pid, record))
 
@@ -254,14 +254,14 @@ class RecordWriter:
         if not self._kmsg_ok:
             return
         self._kmsg_ok = False
-        self._write_stderr(f"{records.PROGRAM}: warning: {why}; records go to stderr only")
+        self._write_stderr(f"{logfmt.PROGRAM}: warning: {why}; records go to stderr only")
         while self._queue:
             self._fall_back(self._queue.popleft())
 
     def _fall_back(self, pending):
         """A record /dev/kmsg did not take: on stderr unless it is there already."""
         if not self._to_stderr:
-            self._write_stderr(records.format_human(pending.event, pending.summary_fields()))
+            self._write_stderr(logfmt.format_human(pending.event, pending.summary_fields()))
 
     # ---------------------------------------------------------- stderr side
 
@@ -272,107 +272,3 @@ class RecordWriter:
             stream.flush()
         except (OSError, ValueError):
             pass  # stderr closed: nothing better to do, and never crash the daemon
-
-
-# ---------------------------------------------------------- reading back
-
-def read_records(kmsg_path="/dev/kmsg", follow=False, since=None, *, stream=None):
-    """Yield this program's records from the kernel log, oldest first.
-
-    Each is `{"seq", "usec", "level", "program_pid", "event", ...fields}`
-    (field values are str). `follow` keeps waiting for new records. `since`
-    (seconds) keeps records written within that many seconds: the kmsg
-    timestamp is the kernel's local clock, which runs like CLOCK_MONOTONIC
-    (it stops during suspend, unlike CLOCK_BOOTTIME).
-
-    When records were overwritten before we could read them (EPIPE), a
-    `{"event": "lost", "count": N}` marker is yielded: N kernel-log records
-    of any program, from the sequence gap (None when the gap is unknowable:
-    the very first read failed). `stream` replaces the opened file (tests):
-    an object whose read(size) returns one kmsg record per call, b"" at the end.
-    Raises OSError when the kernel log cannot be opened.
-    """
-    own_fd = None
-    if stream is None:
-        flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NONBLOCK)
-        own_fd = os.open(kmsg_path, flags)
-        stream = _FdStream(own_fd)
-    try:
-        yield from _records_from(stream, _since_usec(since))
-    finally:
-        if own_fd is not None:
-            os.close(own_fd)
-
-
-class _FdStream:
-    def __init__(self, fd):
-        self.fd = fd
-
-    def read(self, size):
-        return os.read(self.fd, size)
-
-
-def _since_usec(since):
-    if since is None:
-        return None
-    return (time.clock_gettime(time.CLOCK_MONOTONIC) - since) * 1_000_000
-
-
-def _records_from(stream, since_usec):
-    last_seq, overwritten = None, False
-    while True:
-        try:
-            raw = stream.read(READ_SIZE)
-        except BrokenPipeError:  # the reader's position was overwritten
-            overwritten = True
-            continue
-        except BlockingIOError:  # no more records (non-blocking read)
-            break
-        if not raw:
-            break
-        entry = parse_kmsg_entry(raw)
-        if entry is None:
-            continue
-        if overwritten:
-            yield {"event": "lost", "count": None if last_seq is None else entry["seq"] - last_seq - 1}
-            overwritten = False
-        last_seq = entry["seq"]
-        record = _own_record(entry)
-        if record is not None and (since_usec is None or entry["usec"] >= since_usec):
-            yield record
-    if overwritten:
-        yield {"event": "lost", "count": None}
-
-
-def parse_kmsg_entry(raw):
-    """One kmsg read(): `prio,seq,usec,flags[,...];text\\n[ KEY=VALUE\\n...]`.
-
-    Returns {"prio", "seq", "usec", "text" (bytes, the kernel's `\\xNN`
-    escapes undone)}, or None for something unreadable.
-    """
-    head, separator, rest = raw.partition(b";")
-    parts = head.split(b",")
-    if not separator or len(parts) < 3:
-        return None
-    try:
-        prio, seq, usec = int(parts[0]), int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
-    text = rest.split(b"\n", 1)[0]
-    return {"prio": prio, "seq": seq, "usec": usec, "text": _kernel_unescape(text)}
-
-
-def _kernel_unescape(text):
-    # The kernel writes every byte < 0x20, >= 0x7f and the backslash itself
-    # as \xNN, so each \xNN in its output is one escaped byte.
-    return re.sub(rb"\\x([0-9a-fA-F]{2})", lambda match: bytes([int(match.group(1), 16)]), text)
-
-
-def _own_record(entry):
-    if not entry["text"].startswith(records.PROGRAM.encode() + b"["):
-        return None
-    parsed = records.parse_record(entry["text"])
-    if parsed is None:
-        return None
-    level = records.LEVEL_NAMES[entry["prio"] & 7]
-    return {"seq": entry["seq"], "usec": entry["usec"], "level": level, **parsed}

@@ -18,7 +18,8 @@ import os
 import sys
 import time
 
-from oorkiller import kmsg, records
+from oorkiller.record import reader
+from oorkiller.record import logfmt as records
 
 ARGUMENT_NAMES = ("follow", "as_json", "since", "resources", "events")
 
@@ -61,7 +62,7 @@ def run(follow=False, as_json=False, since=None, resources=(), events=(),
     wanted = _Filter(resources or (), events or ())
     to_line = _json_line if as_json else _text_line
     try:
-        for record in kmsg.read_records(kmsg_path, follow=follow, since=since):
+        for record in reader.read_records(kmsg_path, follow=follow, since=since):
             if wanted(record):
                 out.write(to_line(record) + "\n")
                 if follow:
@@ -73,7 +74,7 @@ def run(follow=False, as_json=False, since=None, resources=(), events=(),
         _silence_stdout(out)
         return 0
     except OSError as error:
-        print(f"{records.PROGRAM} events: cannot read {kmsg_path}: {os.strerror(error.errno)}",
+        print(f"{logfmt.PROGRAM} events: cannot read {kmsg_path}: {os.strerror(error.errno)}",
               file=sys.stderr)
         return 1
     return 0
@@ -107,7 +108,7 @@ def _lost_count(record):
 def _text_line(record):
     if record["event"] == "lost":
         return f"event=lost count={_lost_count(record)}"
-    program = f"{records.PROGRAM}[{record['program_pid']}]"
+    program = f"{logfmt.PROGRAM}[{record['program_pid']}]"
     return f"{_wall_time(record['usec'])} {program}: {records.format_fields(record)}"
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import threading
 import time
 
-from oorkiller import shares
-from oorkiller._proctable import ProcTable
-from oorkiller._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
-from oorkiller.actions import KILL_WAIT
-from oorkiller.monitors.process import HZ, ProcessMonitor
-from oorkiller.units import format_percent
+from oorkiller.judge import shares
+from oorkiller.proc._proctable import ProcTable
+from oorkiller.proc._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
+from oorkiller.act.engine import KILL_WAIT
+from oorkiller.shields.process import HZ, ProcessMonitor
+from oorkiller.quantities import format_percent
 
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures busy over when it has no history

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from oorkiller._readers import HeldFile, parse_diskstats
+from oorkiller.proc._readers import HeldFile, parse_diskstats
 
 SECTOR = 512          # /proc/diskstats sectors are always 512 bytes
 

@@ -7,11 +7,11 @@ import importlib
 # section name -> "module:Class"; imported lazily so a broken shield cannot
 # stop the others from loading.
 MONITORS = {
-    "memory": "oorkiller.monitors.memory:MemoryMonitor",
-    "cpu": "oorkiller.monitors.cpu:CpuMonitor",
-    "disks": "oorkiller.monitors.disk:DiskMonitor",
-    "io": "oorkiller.monitors.io:IoMonitor",
-    "network": "oorkiller.monitors.network:NetworkMonitor",
+    "memory": "oorkiller.shields.memory:MemoryMonitor",
+    "cpu": "oorkiller.shields.cpu:CpuMonitor",
+    "disks": "oorkiller.shields.disk:DiskMonitor",
+    "io": "oorkiller.shields.io:IoMonitor",
+    "network": "oorkiller.shields.network:NetworkMonitor",
 }
 
 

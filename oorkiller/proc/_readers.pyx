@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Held-fd readers and pure parsers for /proc (compiled as oorkiller._readers).
+"""Held-fd readers and pure parsers for /proc (compiled as oorkiller.proc._readers).
 
 "Bytes or fds in, plain records out": no policy, no logging, no config.
 
@@ -22,7 +22,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.stdint cimport uint64_t, int64_t
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
-from readers cimport (
+from oorkiller.proc.procparse cimport (
     pp_span, pp_meminfo, pp_cpustat, pp_psi, pp_diskstat, pp_pidstat, pp_pidio,
     pp_pidstatus, pp_mountinfo, pp_next_line, pp_parse_meminfo, pp_parse_cpustat,
     pp_parse_loadavg, pp_parse_psi, pp_parse_diskstat_line, pp_parse_pidstat,

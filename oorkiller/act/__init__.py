@@ -1,0 +1,3 @@
+"""Acting: the only code that changes the machine (signals, deletion,
+truncation, setting a link down, running hooks), and the only code that
+writes action records."""
