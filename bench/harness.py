@@ -2,7 +2,7 @@
 own PID namespace, a small C helper (sleepers, hogs, spinners, the held-fd
 floor), a MemAvailable sampler, kernel-log checks and summary statistics.
 
-Safety (ENGINEERING.md §2): everything that can signal runs in a PID
+Safety: everything that can signal runs in a PID
 namespace, where /proc lists only what the scenario started; every process a
 scenario starts is killed by PID (or by its own process group) in a
 `finally`; when the namespace's PID 1 exits the kernel kills whatever is

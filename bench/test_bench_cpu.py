@@ -11,7 +11,7 @@
 - idle: the shield's own step loop for IDLE_SECONDS on this (idle) machine,
   its thread's CPU time per second.
 
-Reported, not judged: the machine is shared (ENGINEERING.md §3).
+Reported, not judged: the machine is shared.
 """
 import statistics
 import threading

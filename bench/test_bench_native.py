@@ -7,7 +7,7 @@
 - cold: ProcTable() + first refresh()
 - readers: HeldFile.read() + parse for meminfo, stat, loadavg, PSI
 
-The target (ENGINEERING.md §3): selection within 2x of the floor. The ratio
+The target: selection within 2x of the floor. The ratio
 is measured in one run, interleaving both, and printed with its spread.
 """
 import statistics

@@ -228,7 +228,7 @@ def events(result: dict, *names: str) -> list[dict]:
 
 
 def stopped_cleanly(result: dict) -> None:
-    """The daemon of a scenario exited 0 within 1 s of its SIGTERM (SPEC §5)."""
+    """The daemon of a scenario exited 0 within 1 s of its SIGTERM."""
     assert result["stopped"]["rc"] == 0
     assert result["stopped"]["stop_seconds"] < 1.0, "SIGTERM must stop the daemon within 1 s"
 

@@ -1,6 +1,6 @@
 """cleanup.py: only allowed regular files go, oldest first, never outside the
-rule's directory, never a flocked file, never from an untrusted directory
-(SPEC §5). Runs in-process as root on a temporary directory."""
+rule's directory, never a flocked file, never from an untrusted directory.
+Runs in-process as root on a temporary directory."""
 import fcntl
 import os
 import threading
@@ -178,7 +178,7 @@ def test_recursive_walk_deletes_in_subdirectories(logs):
 
 
 def test_a_directory_swapped_for_a_link_mid_pass_never_leads_outside(tmp_path, logs):
-    """The race of SPEC §5, repeated: a swapper thread keeps replacing logs/sub
+    """The directory-swap race, repeated: a swapper thread keeps replacing logs/sub
     with a link to `outside` (and back) while passes run."""
     outside = tmp_path / "outside"
     outside.mkdir()

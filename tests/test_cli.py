@@ -1,4 +1,4 @@
-"""The command line of SPEC §2: exit codes, FILE:LINE errors, and the
+"""The command line: exit codes, FILE:LINE errors, and the
 operator's tools reading the real machine."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""The configuration file of SPEC §3: defaults, checks with line numbers, refusal of unsafe files."""
+"""The configuration file: defaults, checks with line numbers, refusal of unsafe files."""
 
 import dataclasses
 import fnmatch

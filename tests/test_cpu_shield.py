@@ -1,6 +1,5 @@
 """The CPU shield, end to end: the installed oorkiller in a PID namespace,
-scoped to the test's own processes, against real spinners (SPEC §1, §3 `cpu`,
-§4 records, §5). The machine has 2 CPUs; tests use a short `for`."""
+scoped to the test's own processes, against real spinners. The machine has 2 CPUs; tests use a short `for`."""
 import signal
 
 import pytest

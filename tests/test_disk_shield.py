@@ -1,6 +1,6 @@
 """The disk shield, end to end: the installed oorkiller in a PID and mount
 namespace of its own, against tmpfs file systems whose space and inodes run
-out on purpose, scoped to the test's own processes (SPEC §3 `disks`, §5)."""
+out on purpose, scoped to the test's own processes."""
 import json
 import signal
 

@@ -1,4 +1,4 @@
-"""SPEC §2 `oorkiller events [--follow] [--json] [--since SECONDS]`: reads this
+"""`oorkiller events [--follow] [--json] [--since SECONDS]`: reads this
 program's records back from the kernel log, one line each (JSON lines with
 --json), exits 0; Ctrl-C ends a follow cleanly; a closed pipe ends quietly."""
 import argparse

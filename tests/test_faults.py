@@ -1,7 +1,7 @@
 """Faults around the daemon: the kernel log unwritable, victims that vanish,
 cannot be signalled or cannot die, cleanup directories that break, a watched
 disk unmounted, /proc with hidepid. The daemon records an error where one is
-due, never crashes, and the other shields keep working (SPEC §4, §5).
+due, never crashes, and the other shields keep working.
 
 Scenarios live in scenarios_faults.py and run as PID 1 of a PID namespace
 (and a private mount namespace), scoped to their own processes. A broken

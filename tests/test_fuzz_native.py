@@ -1,5 +1,4 @@
-"""Hostile input against the native parsers and the record path (SPEC §4, the
-rule "bad input gives a clear error, never a traceback").
+"""Hostile input against the native parsers and the record path.
 
 tests/test_readers.py already feeds every parser arbitrary bytes (200
 examples). This file adds what a random byte string almost never produces:

@@ -1,7 +1,6 @@
 """The IO shield, end to end: the installed oorkiller in a PID and mount
 namespace, scoped to the test's own processes, against real synchronous
-writers on an ext4 loop device of the test's own (SPEC §1, §3 `io`, §4
-records, §5). Unit-level checks of the monitor's judgement follow."""
+writers on an ext4 loop device of the test's own. Unit-level checks of the monitor's judgement follow."""
 import os
 import signal
 import subprocess

@@ -1,4 +1,4 @@
-"""SPEC §4: every record reaches the kernel log, one write per record, even past
+"""Every record reaches the kernel log, one write per record, even past
 the kernel's rate limit; when /dev/kmsg is unusable, records go to stderr and
 the daemon keeps working; reading back never crashes and reports overwritten
 records. Against the REAL /dev/kmsg where it matters; records use event=test

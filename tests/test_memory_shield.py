@@ -1,5 +1,5 @@
 """The memory shield, end to end: the installed oorkiller in a PID namespace,
-scoped to the test's own processes, against real hogs (SPEC §1, §3, §5)."""
+scoped to the test's own processes, against real hogs."""
 import signal
 
 import pytest

@@ -1,7 +1,7 @@
 """The network shield end to end: the installed daemon, real interfaces in a
 private network namespace, its records read from its stderr.
 
-SPEC §3 `network.duplicate_mac` and §4: a duplicated MAC is reported once
+A duplicated MAC is reported once
 (`duplicate-mac`), its end once (`duplicate-mac-cleared`); legitimate sharing
 is not a duplicate; `action: down` sets down only a VM's tap/vnet port, the
 newest one, and dry run sets nothing down.

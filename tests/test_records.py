@@ -1,4 +1,4 @@
-"""SPEC §4: a record is one logfmt line of at most 976 bytes that no value can
+"""A record is one logfmt line of at most 976 bytes that no value can
 split or forge, and parse_record gives back exactly what was formatted."""
 import signal
 
@@ -35,7 +35,7 @@ def assert_one_line(record: bytes):
     assert len(record) <= MAX_RECORD_BYTES
 
 
-# ---- the line format of SPEC §4
+# ---- the line format
 
 def test_spec_example_record():
     record = format_record("kill", {

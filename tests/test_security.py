@@ -1,6 +1,6 @@
 """A root daemon that acts on other people's processes and files: what an
-unprivileged user can and cannot make it do (SPEC §4, §5; docs/reliability.md
-has the threat model).
+unprivileged user can and cannot make it do (docs/reliability.md has the
+threat model).
 
 Who can influence the daemon: any user names processes, command lines and
 cgroups; whoever may write in a cleanup directory places files there; whoever

@@ -1,5 +1,5 @@
-"""shares.py: usage over the window by serial, units, and the `kill: auto` choice
-(SPEC §1 rules, §3 `min_share`/`kill`, §5 unit refusal), on synthetic samples."""
+"""Usage over the window by serial, units, and the `kill: auto` choice (the
+four rules, `min_share`, a group refused for what it holds), on synthetic samples."""
 from dataclasses import dataclass
 
 import pytest

@@ -1,4 +1,4 @@
-"""Sizes, durations, percents and rates read as SPEC §3 writes them."""
+"""Sizes, durations, percents and rates read as operators write them."""
 
 import pytest
 from hypothesis import given, settings, strategies as st

@@ -3,7 +3,7 @@ fresh virtual environment with nothing but its dependencies' wheels (no
 index), and the installed `oorkiller` works from there, native parts included.
 
 Slow (about a minute): the native extensions are compiled from scratch. The
-build uses --no-build-isolation (the build requirements installed here) to
+build uses --no-build-isolation (the test extra installs the build requirements) to
 avoid fetching setuptools, Cython and cffi again; the isolated build
 (`pip wheel --no-deps -w DIR .`) works as well, see docs/operations.md.
 """

@@ -1,4 +1,4 @@
-"""Deleting the files an operator allowed, safely (SPEC §5).
+"""Deleting the files an operator allowed, safely.
 
 A pass has two halves. The walk opens every directory relative to its parent
 (`os.open(name, O_DIRECTORY|O_NOFOLLOW, dir_fd=parent)`, starting at `/`), so
@@ -336,7 +336,7 @@ def _rule_cutoff(rules, dir_path: str, now: float) -> int:
 # ------------------------------------------------------------------ worker
 class CleanupWorker:
     """Runs one disk's passes on a thread of their own, never two at once, so
-    deleting many files delays no monitor and no other action (SPEC §5)."""
+    deleting many files delays no monitor and no other action."""
 
     def __init__(self, name: str):
         self.name = name

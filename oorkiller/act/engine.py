@@ -2,7 +2,7 @@
 
 Each resource has its own worker thread, so a victim stuck in D state delays
 nothing but the next decision for that same resource, and at most for its
-timeout (SPEC §5). A victim is addressed only through the pidfd taken when it
+timeout. A victim is addressed only through the pidfd taken when it
 was chosen: a PID reused by another process is never signalled.
 """
 from __future__ import annotations

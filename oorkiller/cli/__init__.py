@@ -1,4 +1,4 @@
-"""The command line of SPEC §2: run, check-config, candidates, status, events,
+"""The command line: run, check-config, candidates, status, events,
 print-default-config. Exit codes: 0 fine, 2 bad config or usage, 1 fatal."""
 from __future__ import annotations
 

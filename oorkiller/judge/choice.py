@@ -1,4 +1,4 @@
-"""Choosing what to kill: the four rules of SPEC §1, shared by every resource.
+"""Choosing what to kill: the four rules, shared by every resource.
 
 1. lose the least work done;  2. recover a large amount of the resource;
 3. kill as few processes as possible;  4. kill what the operator expects.

@@ -5,7 +5,7 @@ A verdict is computed once, when a process is first seen by a process table
 ProcessMonitor.rejudge_renamed), and stored in the table's entry (`eligible`,
 `adjust`, `note`), so the hot path never runs a regex.
 
-Matching semantics (SPEC §3): every key of a match must hold; every matching
+Matching semantics: every key of a match must hold; every matching
 rule's `adjust` is added; any matching `protect` rule protects. `cmdline`,
 `exe` and `cgroup` are read on demand, only when some rule asks for them.
 """

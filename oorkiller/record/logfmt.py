@@ -1,4 +1,4 @@
-"""Kernel-log records (SPEC §4): one logfmt line per event, and its inverse.
+"""Kernel-log records: one logfmt line per event, and its inverse.
 
 A record looks like
 

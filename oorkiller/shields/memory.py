@@ -118,7 +118,7 @@ class MemoryMonitor(ProcessMonitor):
         if severity and mem.swap_total > 0:
             swap_severity = below(mem.swap_free, lv["swap_term"], lv["swap_kill"])
             if SEVERITY[swap_severity] < SEVERITY[severity]:
-                severity = swap_severity       # both must be short (SPEC §3)
+                severity = swap_severity       # both must be short
             if severity:
                 level = cfg.swap_free.kill if severity == "kill" else cfg.swap_free.term
                 reason += (f" and SwapFree {describe_value(mem.swap_free, mem.swap_total, level)}"
