@@ -200,9 +200,14 @@ def frozen_victim() -> dict:
         gave_up = daemon.wait_for("error", 20)
         gave_up_after = time.monotonic() - began
         # The shortage is still there: the daemon decides again after giving up.
-        mark = len(daemon.records())
+        # Counted from the error record itself: the next decision may already
+        # be recorded by the time wait_for returns.
+        def after_giving_up():
+            records = daemon.records()
+            first_error = next((i for i, r in enumerate(records) if r["event"] == "error"), len(records))
+            return records[first_error + 1:]
         decided_again = wait_until(lambda: any(r["event"] in ("term", "kill")
-                                               for r in daemon.records()[mark:]), 10)
+                                               for r in after_giving_up()), 10)
         alive_while_frozen = stuck.poll() is None
         stopped = daemon.stop()
         reap(other)
