@@ -107,7 +107,7 @@ def test_closed_output_ends_quietly(run_id):
 
 
 def start_follow():
-    code = "import sys; from oorkiller import events; sys.exit(events.run(follow=True))"
+    code = "import sys; from oorkiller.cli import events; sys.exit(events.run(follow=True))"
     return subprocess.Popen([sys.executable, "-c", code], cwd="/", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 

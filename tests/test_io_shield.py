@@ -89,7 +89,7 @@ def test_dry_run_signals_nothing_and_records_everything(marker):
 
 
 # ------------------------------------------------------------------ the judgement, unit level
-from oorkiller import diskstats                                     # noqa: E402
+from oorkiller.proc import diskstats                                    # noqa: E402
 from oorkiller.config import load_config_text                       # noqa: E402
 from oorkiller.shields import io                                   # noqa: E402
 from oorkiller.shields.base import Context                         # noqa: E402

@@ -1,4 +1,4 @@
-# The C surface shared by oorkiller._readers and oorkiller._proctable.
+# The C surface shared by oorkiller.proc._readers and oorkiller.proc._proctable.
 #
 # Only extern declarations live here (the parsers of procparse.h), so a
 # `from readers cimport ...` compiles the C in place and needs no import of
