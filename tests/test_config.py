@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from oorkiller import config as config_module
+from oorkiller.config import load as config_module
 from oorkiller.config import (
     ACTION_EVENTS, RESOURCES, Config, ConfigError, CpuConfig, DaemonConfig, IoConfig, LogConfig,
     MemoryConfig, NetworkConfig, Problem, check_file, default_config, default_config_text,
