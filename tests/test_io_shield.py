@@ -90,6 +90,7 @@ def test_dry_run_signals_nothing_and_records_everything(marker):
 
 # ------------------------------------------------------------------ the judgement, unit level
 from oorkiller.proc import diskstats                                    # noqa: E402
+from oorkiller.proc._proctable import ProcTable                         # noqa: E402
 from oorkiller.config import load_config_text                       # noqa: E402
 from oorkiller.shields import io                                   # noqa: E402
 from oorkiller.shields.base import Context                         # noqa: E402
@@ -159,10 +160,20 @@ def test_status_has_one_row_per_watched_device_and_names_absent_ones():
 
 def test_a_process_with_a_file_open_on_the_device_is_attributed_to_it(tmp_path):
     here = os.stat(tmp_path).st_dev
-    with open(tmp_path / "held", "w"):
-        assert io.has_open_file_on("/proc", os.getpid(), {here})
-    assert not io.has_open_file_on("/proc", os.getpid(), {os.makedev(4095, 4095)})
-    assert not io.has_open_file_on("/proc", 2 ** 22 + 1, {here})            # no such process
+    with ProcTable("/proc", self_pid=0) as table:
+        table.refresh()
+        me = table.get(os.getpid())
+        with open(tmp_path / "held", "w"):
+            assert io.has_open_file_on(table, me, {here})
+        assert not io.has_open_file_on(table, me, {os.makedev(4095, 4095)})
+        with open(tmp_path / "out", "w") as out:
+            sleeper = subprocess.Popen(["sleep", "60"], stdout=out)
+        table.refresh()
+        gone = table.get(sleeper.pid)
+        assert io.has_open_file_on(table, gone, {here})
+        sleeper.kill()
+        sleeper.wait()
+        assert not io.has_open_file_on(table, gone, {here})     # a process gone: nothing
 
 
 def test_cancelled_writes_are_not_counted_as_io():

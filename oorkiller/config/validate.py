@@ -311,14 +311,14 @@ class _KeySpec:
     required: bool
 
 
-_SPEC = "oorkiller.config.key"  # where a field's metadata holds its _KeySpec
+_METADATA_KEY = "oorkiller.config.key"  # where a field's metadata holds its _KeySpec
 
 
 def _key(convert: Converter, default: Any, *, name: str | None = None, required: bool = False) -> Any:
     """A dataclass field that is a YAML key: its converter, its default, and
     its key name when that differs from the field's name."""
     spec = _KeySpec(convert, name, required)
-    return dataclasses.field(default=default, metadata={_SPEC: spec})
+    return dataclasses.field(default=default, metadata={_METADATA_KEY: spec})
 
 
 def _nested(default: Any, *, name: str | None = None, required: bool = False) -> Any:
@@ -401,7 +401,7 @@ def _section_of(cls: type) -> _Section:
     keys: dict[str, tuple[str, Converter]] = {}
     required: list[str] = []
     for field in dataclasses.fields(cls):
-        spec = field.metadata.get(_SPEC)
+        spec = field.metadata.get(_METADATA_KEY)
         if spec is None:
             continue  # filled by the loader, not a key of the file
         name = spec.name or field.name

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from oorkiller.proc.cgroup import cgroup_path
+
 MAX_ANCESTRY = 4096  # a ppid chain longer than this is a corrupted read, not a tree
 
 
@@ -70,20 +72,6 @@ def _safe_read(reader, proc) -> bytes:
         return reader(proc) or b""
     except OSError:
         return b""          # vanished or unreadable: the match simply fails
-
-
-def cgroup_path(raw: bytes) -> str:
-    """The process's cgroup path: the v2 (`0::`) line, else the first v1 line."""
-    first = ""
-    for line in raw.splitlines():
-        parts = line.split(b":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == b"0" and parts[1] == b"":
-            return decode(parts[2])
-        if not first:
-            first = decode(parts[2])
-    return first
 
 
 def is_descendant(proc, ancestor_pid: int, table) -> bool:

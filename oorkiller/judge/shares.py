@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from oorkiller.judge import choice as victims
-from oorkiller.judge.rules import cgroup_path
+from oorkiller.proc.cgroup import read_cgroup
 
 LEVELS = ("process", "process_group", "cgroup")   # the order `auto` tries
 
@@ -220,7 +220,7 @@ def follow_unit(make_table, rules, unit: UnitUsage, known_pids, until: threading
     `longest` seconds. Returns how many processes it signalled.
     """
     table = make_table()
-    key_of = _key_of(unit.kind, lambda p: _cgroup_in(table, p))
+    key_of = _key_of(unit.kind, lambda p: read_cgroup(table, p))
     signalled, seen = 0, set(known_pids)
     deadline = time.monotonic() + longest
     try:
@@ -240,13 +240,6 @@ def follow_unit(make_table, rules, unit: UnitUsage, known_pids, until: threading
     finally:
         table.close()
     return signalled
-
-
-def _cgroup_in(table, proc) -> str:
-    try:
-        return cgroup_path(table.read_cgroup(proc))
-    except OSError:
-        return ""
 
 
 def _kill_through_pidfd(table, proc) -> bool:

@@ -140,6 +140,7 @@ cdef class Proc:
     cdef readonly int oom_score
     cdef readonly uint64_t rss_bytes  # 0 until ProcTable.read_status(proc)
     cdef readonly uint64_t io_read_bytes, io_write_bytes, io_cancelled, io_syscalls
+    cdef readonly uint64_t io_wchar   # every byte written (tmpfs counts no write_bytes)
     cdef public bint eligible
     cdef public int adjust
     cdef public object note
@@ -573,6 +574,7 @@ cdef class ProcTable:
             p.io_write_bytes = io.write_bytes
             p.io_cancelled = io.cancelled_write_bytes
             p.io_syscalls = io.syscr + io.syscw
+            p.io_wchar = io.wchar
         if dropped:
             self._compact()
         return dropped
@@ -696,6 +698,10 @@ cdef class ProcTable:
         except (FileNotFoundError, ProcessLookupError):
             return b""
         return target if self._same_process(proc) else b""
+
+    def same_process(self, Proc proc not None):
+        """True while proc's process is alive and its PID still names it."""
+        return proc.alive and self._same_process(proc)
 
     def open_pidfd(self, Proc proc not None):
         """A pidfd for proc, only if proc is still the same process.

@@ -1,15 +1,16 @@
-"""One monitor per resource. `MONITORS` maps a config section to its class;
+"""One shield per resource. `MONITORS` maps a shield's name (the `resource=`
+of its records; the `disk` shield reads the `disks:` section) to its class;
 a shield is registered here and nowhere else."""
 from __future__ import annotations
 
 import importlib
 
-# section name -> "module:Class"; imported lazily so a broken shield cannot
-# stop the others from loading.
+# name -> "module:Class"; imported lazily so a broken shield cannot stop the
+# others from loading.
 MONITORS = {
     "memory": "oorkiller.shields.memory:MemoryMonitor",
     "cpu": "oorkiller.shields.cpu:CpuMonitor",
-    "disks": "oorkiller.shields.disk:DiskMonitor",
+    "disk": "oorkiller.shields.disk:DiskMonitor",
     "io": "oorkiller.shields.io:IoMonitor",
     "network": "oorkiller.shields.network:NetworkMonitor",
 }
@@ -33,7 +34,7 @@ def enabled_sections(config) -> list[str]:
     if config.cpu.enabled:
         sections.append("cpu")
     if config.disks:
-        sections.append("disks")
+        sections.append("disk")
     if config.io.enabled:
         sections.append("io")
     if config.network.duplicate_mac.enabled:

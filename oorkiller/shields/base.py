@@ -50,9 +50,5 @@ class Monitor:
         """{'ranked': [...], 'excluded': [...]} as `oorkiller candidates` shows."""
         return {"ranked": [], "excluded": []}
 
-    def reload(self, context: Context) -> None:
-        """Adopt a new configuration; held fds and history may be kept."""
-        self.context = context
-
     def close(self) -> None:
         pass

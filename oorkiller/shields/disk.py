@@ -25,6 +25,7 @@ from oorkiller.act import cleanup
 from oorkiller.proc import deleted
 from oorkiller.judge import choice as victims
 from oorkiller.shields.process import ProcessMonitor
+from oorkiller.proc.fds import open_files, opened_for_writing
 from oorkiller.proc.mounts import MountError, read_mounts, resolve
 from oorkiller.quantities import format_size
 
@@ -50,7 +51,9 @@ def pct(part: int, whole: int) -> float:
     return round(part * 100 / whole, 1) if whole else 0.0
 
 
-def format_duration(seconds: float | None) -> str:
+def format_time_to_full(seconds: float | None) -> str:
+    """A rough estimate for a record: `45s`, `12m`, `3h`, or `never` (not the
+    exact duration text of quantities.format_duration)."""
     if seconds is None:
         return "never"
     if seconds < 120:
@@ -235,7 +238,7 @@ class DiskMonitor(ProcessMonitor):
                       free_before=format_size(before.free), free_after=format_size(after.free),
                       inodes_before=before.inodes_free, inodes_after=after.inodes_free,
                       reason=reason,
-                      time_to_full=format_duration(disk.time_to_full()),
+                      time_to_full=format_time_to_full(disk.time_to_full()),
                       dry_run="yes" if self.context.dry_run else "no")
         if result.kept_flocked:
             fields["kept_flocked"] = result.kept_flocked
@@ -263,7 +266,7 @@ class DiskMonitor(ProcessMonitor):
     def _truncate(self, disk: Disk, entry) -> None:
         fields = dict(resource="disk", path=disk.cfg.path, file=entry.path,
                       bytes=format_size(entry.nbytes), reason=disk.reason,
-                      time_to_full=format_duration(disk.time_to_full()),
+                      time_to_full=format_time_to_full(disk.time_to_full()),
                       dry_run="yes" if self.context.dry_run else "no")
         if self.context.dry_run:
             self.context.writer.emit("truncate", "warning", pid=entry.holders[0][0], **fields)
@@ -285,22 +288,12 @@ class DiskMonitor(ProcessMonitor):
                 continue
             total = proc.io_write_bytes - proc.io_cancelled
             if memory_fs:
-                total = max(total, self._wchar(proc.pid))
+                total = max(total, proc.io_wchar)
             written[proc.serial] = (now, total)
             last = self.written.get(proc.serial)
             if last is not None and now > last[0]:
                 rates[proc.serial] = max(total - last[1], 0) / (now - last[0])
         self.written, self.rates = written, rates
-
-    def _wchar(self, pid: int) -> int:
-        try:
-            with open(f"{self.context.proc_root}/{pid}/io", "rb") as f:
-                for line in f:
-                    if line.startswith(b"wchar:"):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-        return 0
 
     def _kill_writer(self, disk: Disk) -> None:
         if self.context.executor.busy(self.name) is not None:
@@ -308,7 +301,7 @@ class DiskMonitor(ProcessMonitor):
         limit = disk.cfg.writer_rate
         fast = [p for p in self.table.entries()
                 if p.eligible and self.rates.get(p.serial, 0) > limit
-                and writes_to(self.context.proc_root, p.pid, disk.mount.device)]
+                and writes_to(self.table, p, disk.mount.device)]
         if not fast:
             return
         total = sum(self.rates[p.serial] for p in fast)
@@ -320,7 +313,7 @@ class DiskMonitor(ProcessMonitor):
         reason = f"{disk.reason}; writing {format_size(int(rate))}/s > writer_rate {format_size(limit)}/s"
         fields = {"user": chosen.proc.uid, "score": chosen.score, "path": disk.cfg.path,
                   "rate": f"{format_size(int(rate))}/s",
-                  "time_to_full": format_duration(disk.time_to_full())}
+                  "time_to_full": format_time_to_full(disk.time_to_full())}
         self.submit([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
                     measure=lambda: self._regained(disk))
 
@@ -351,7 +344,7 @@ class DiskMonitor(ProcessMonitor):
                                "inodes_clean": lv["inodes_clean"], "inodes_kill": lv["inodes_kill"],
                                "inodes_until": lv["inodes_until"]},
                        deleted_open_bytes=disk.deleted_bytes, deleted_open_files=disk.deleted_files,
-                       time_to_full=format_duration(disk.time_to_full()))
+                       time_to_full=format_time_to_full(disk.time_to_full()))
             if not disk.active:
                 row["state"] = "duplicate"
             if disk.reason:
@@ -365,23 +358,7 @@ class DiskMonitor(ProcessMonitor):
         super().close()
 
 
-def writes_to(proc_root: str, pid: int, device: int) -> bool:
+def writes_to(table, proc, device: int) -> bool:
     """The process holds a descriptor open for writing on `device`."""
-    fd_dir = f"{proc_root}/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return False
-    for name in names:
-        try:
-            if os.stat(f"{fd_dir}/{name}").st_dev != device:
-                continue
-            with open(f"{proc_root}/{pid}/fdinfo/{name}", "rb") as f:
-                for line in f:
-                    if line.startswith(b"flags:"):
-                        if (int(line.split()[1], 8) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR):
-                            return True
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return False
+    return any(st.st_dev == device and opened_for_writing(table, proc, fd)
+               for fd, st in open_files(table, proc))

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from oorkiller.proc import diskstats
+from oorkiller.proc.fds import open_files
 from oorkiller.judge import shares
 from oorkiller.proc._readers import parse_psi
 from oorkiller.shields.process import ProcessMonitor
@@ -232,7 +233,7 @@ class IoMonitor(ProcessMonitor):
                 continue                            # gone since the sample
             if not self.context.rules.rejudge(self.table, proc):
                 continue
-            if has_open_file_on(self.context.proc_root, proc.pid, numbers):
+            if has_open_file_on(self.table, proc, numbers):
                 found[serial] = used.get(serial, 0)
         return found
 
@@ -330,14 +331,6 @@ class IoMonitor(ProcessMonitor):
             row["device"] = watch.name
         return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded}
 
-    def reload(self, context) -> None:
-        old = self.cfg
-        super().reload(context)
-        if (old.devices, old.pressure, old.for_) != (self.cfg.devices, self.cfg.pressure, self.cfg.for_):
-            self._close_readers()
-            self._open_readers()
-            self.disks.sample(time.monotonic())
-
     def _close_readers(self) -> None:
         self.disks.close()
         if self.psi_file is not None:
@@ -354,19 +347,8 @@ def io_bytes(proc) -> int:
     return max(proc.io_read_bytes + proc.io_write_bytes - proc.io_cancelled, 0)
 
 
-def has_open_file_on(proc_root: str, pid: int, numbers: set[int]) -> bool:
+def has_open_file_on(table, proc, numbers: set[int]) -> bool:
     """A descriptor of the process points at a file on one of `numbers`
     (st_dev), or at one of those block devices itself (st_rdev)."""
-    fd_dir = f"{proc_root}/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return False
-    for name in names:
-        try:
-            st = os.stat(f"{fd_dir}/{name}")
-        except OSError:
-            continue                      # closed meanwhile
-        if st.st_dev in numbers or (stat.S_ISBLK(st.st_mode) and st.st_rdev in numbers):
-            return True
-    return False
+    return any(st.st_dev in numbers or (stat.S_ISBLK(st.st_mode) and st.st_rdev in numbers)
+               for _, st in open_files(table, proc))

@@ -15,7 +15,7 @@ from oorkiller.proc._proctable import ProcTable
 from oorkiller.proc._readers import HeldFile
 from oorkiller.act.engine import Action, close_targets, take_targets
 from oorkiller.shields.base import Monitor
-from oorkiller.judge.rules import cgroup_path
+from oorkiller.proc.cgroup import CgroupCache
 
 HZ = os.sysconf("SC_CLK_TCK")
 YOUNG = 2.0     # seconds after its birth during which an excluded process is re-checked
@@ -27,7 +27,7 @@ class ProcessMonitor(Monitor):
     def __init__(self, context):
         super().__init__(context)
         self._table = None
-        self.cgroups: dict[int, str] = {}     # serial -> cgroup path (read once)
+        self.cgroup_of = CgroupCache(lambda: self.table)   # serial -> cgroup path, read once
         self.young: list = []                 # excluded entries born less than YOUNG ago
 
     @property
@@ -44,7 +44,7 @@ class ProcessMonitor(Monitor):
         if self._table is not None:
             self._table.close()
             self._table = None
-            self.cgroups.clear()
+            self.cgroup_of.clear()
             self.young.clear()
 
     def close(self) -> None:
@@ -70,8 +70,7 @@ class ProcessMonitor(Monitor):
         `added` also holds the young entries that a new name made candidates."""
         added, removed = self.table.refresh()
         self.context.rules.apply(self.table, added)
-        for proc in removed:
-            self.cgroups.pop(proc.serial, None)
+        self.cgroup_of.forget(removed)
         return added + self._recheck_young(added), removed
 
     def _recheck_young(self, added) -> list:
@@ -109,16 +108,6 @@ class ProcessMonitor(Monitor):
             if proc.comm != note.comm and self.context.rules.rejudge(self.table, proc):
                 became.append(proc)
         return became
-
-    def cgroup_of(self, proc) -> str:
-        path = self.cgroups.get(proc.serial)
-        if path is None:
-            try:
-                path = cgroup_path(self.table.read_cgroup(proc))
-            except OSError:
-                path = ""                     # gone: it belongs to no unit
-            self.cgroups[proc.serial] = path
-        return path
 
     def open_psi(self, resource: str, level: float) -> HeldFile | None:
         """The held /proc/pressure/RESOURCE file, when a PSI level is set and
