@@ -19,7 +19,7 @@ import sys
 import time
 
 from oorkiller.record import reader
-from oorkiller.record import logfmt as records
+from oorkiller.record import logfmt
 
 ARGUMENT_NAMES = ("follow", "as_json", "since", "resources", "events")
 
@@ -109,7 +109,7 @@ def _text_line(record):
     if record["event"] == "lost":
         return f"event=lost count={_lost_count(record)}"
     program = f"{logfmt.PROGRAM}[{record['program_pid']}]"
-    return f"{_wall_time(record['usec'])} {program}: {records.format_fields(record)}"
+    return f"{_wall_time(record['usec'])} {program}: {logfmt.format_fields(record)}"
 
 
 def _json_line(record):

@@ -10,6 +10,8 @@ import time
 
 from oorkiller.record import logfmt
 
+READ_SIZE = 8192         # a kmsg read() needs room for a whole record
+
 def read_records(kmsg_path="/dev/kmsg", follow=False, since=None, *, stream=None):
     """Yield this program's records from the kernel log, oldest first.
 

@@ -22,7 +22,6 @@ When /dev/kmsg cannot be opened or written, or printk_devkmsg is `off`
 """
 import collections
 import os
-import re
 import sys
 import threading
 import time
@@ -33,7 +32,6 @@ SLOT_BUDGET = 8          # the kernel allows 10; keep 2 for clock rounding
 BUDGET_WINDOW = 5.5      # seconds; the kernel's window is 5 s (in jiffies)
 MAX_SLOTS = 4            # so up to 32 records per 5.5 s go out at once
 MAX_QUEUED = 256
-READ_SIZE = 8192         # a kmsg read() needs room for a whole record
 PRINTK_DEVKMSG = "/proc/sys/kernel/printk_devkmsg"
 
 
