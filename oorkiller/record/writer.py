@@ -1,4 +1,4 @@
-"""Writing records to /dev/kmsg without losing any, and reading them back.
+"""Writing records to /dev/kmsg without losing any (record/reader.py reads them back).
 
 The kernel's trap: with `kernel.printk_devkmsg=ratelimit` (the default) each
 open file of /dev/kmsg may write 10 records per 5 s; the excess is dropped
