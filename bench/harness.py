@@ -356,7 +356,7 @@ def boot_usec() -> int:
 
 def kernel_oom_kills_since(usec: int) -> list[str]:
     """Kernel OOM-killer records in /dev/kmsg newer than `usec`."""
-    from oorkiller.record.reader import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
+    from oorkiller.proc.kmsg import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
     found = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:

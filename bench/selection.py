@@ -15,10 +15,10 @@ other (A B A B):
   its levels stop at 50% of MemTotal, so a protected hog (oom_score_adj
   -1000, never a victim) holds MemAvailable just under half for the whole
   namespace. nohang then SIGTERMs sleepers, one per decision;
-- oorkiller's crossing-to-signal: a MemoryMonitor on its own thread (as
-  daemon.MonitorThread runs it), levels just under MemAvailable, a fast hog
+- oorkiller's crossing-to-signal: a MemoryShield on its own thread (as
+  daemon.ShieldThread runs it), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
-  moment the SIGKILL was sent (Executor hook, after the send).
+  moment the SIGKILL was sent (engine hook, after the send).
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def floor_times(rounds: int) -> tuple[int, list[float]]:
 
 
 class SignalClock:
-    """Executor hooks: when each signal was sent."""
+    """Engine hooks: when each signal was sent."""
 
     def __init__(self):
         self.sent: list[tuple[float, str, dict]] = []
@@ -101,12 +101,12 @@ class SignalClock:
 
 
 def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
-    """A real MemoryMonitor on its thread kills `hogs` fast hogs, one at a time."""
-    from oorkiller.act.engine import Executor
-    from oorkiller.daemon import MonitorThread
+    """A real MemoryShield on its thread kills `hogs` fast hogs, one at a time."""
+    from oorkiller.act.engine import Engine
+    from oorkiller.daemon import ShieldThread
     from oorkiller.record.writer import RecordWriter
     from oorkiller.shields.base import Context
-    from oorkiller.shields.memory import MemoryMonitor
+    from oorkiller.shields.memory import MemoryShield
     from oorkiller.judge.rules import RuleSet
 
     results = []
@@ -116,10 +116,9 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
         config = memory_config(kill, kill)
         writer = RecordWriter(kmsg=False, stderr=False)
         clock = SignalClock()
-        executor = Executor(writer, hooks=clock)
-        context = Context(config=config, writer=writer, executor=executor,
-                          rules=RuleSet(config), dry_run=False)
-        monitor = MemoryMonitor(context)
+        executor = Engine(writer, hooks=clock)
+        context = Context(config=config, rules=RuleSet(config))
+        monitor = MemoryShield(context)
         readings: list[tuple[float, int]] = []
         original_read = monitor.read
 
@@ -130,7 +129,7 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
 
         monitor.read = timed_read
         stopping = threading.Event()
-        runner = MonitorThread(monitor, writer, stopping)
+        runner = ShieldThread(monitor, executor, writer, stopping)
         runner.start()
         hog = None
         try:
@@ -156,7 +155,6 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
                 started.kill(hog)
             executor.stop()
             monitor.close()
-            monitor.table.close()       # MemoryMonitor.close() leaves its table's fds open
             writer.close()
         _wait_memory_back(available - 256 * MiB, 10)
     return results

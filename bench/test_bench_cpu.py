@@ -21,27 +21,19 @@ import pytest
 
 from oorkiller.judge import shares
 from oorkiller.proc._proctable import ProcTable
-from oorkiller.act.engine import Executor
 from oorkiller.config import default_config
 from oorkiller.shields.base import Context
-from oorkiller.shields.cpu import CpuMonitor
+from oorkiller.shields.cpu import CpuShield
 from oorkiller.judge.rules import RuleSet
 
 ROUNDS = 21
 IDLE_SECONDS = 10.0
 
 
-class NullWriter:
-    def emit(self, *_a, **_k):
-        pass
-
-
-def quiet_monitor() -> CpuMonitor:
-    """The shield with the embedded defaults, in dry run, recording nowhere."""
+def quiet_monitor() -> CpuShield:
+    """The shield with the embedded defaults; its decisions go nowhere."""
     config = default_config()
-    writer = NullWriter()
-    return CpuMonitor(Context(config=config, writer=writer, executor=Executor(writer),
-                              rules=RuleSet(config), dry_run=True))
+    return CpuShield(Context(config=config, rules=RuleSet(config)))
 
 
 def test_reading(benchmark):
@@ -107,7 +99,7 @@ def test_idle_cost_per_second():
         began_cpu, began = time.thread_time(), time.monotonic()
         steps = 0
         while time.monotonic() - began < IDLE_SECONDS:
-            sleep = monitor.step(time.monotonic())
+            sleep = monitor.step(time.monotonic()).sleep
             steps += 1
             time.sleep(sleep)
         spent.update(cpu=time.thread_time() - began_cpu, wall=time.monotonic() - began,

@@ -61,7 +61,7 @@ def _remove_pairs(prefix: str, pairs: int) -> None:
 
 
 def scan(sys_root: str):
-    """What NetworkMonitor.scan does without Open vSwitch."""
+    """What NetworkShield.scan does without Open vSwitch."""
     _, links = netscan.read_shared_links(sys_root)
     return netscan.find_duplicates(links, IGNORE)
 

@@ -3,15 +3,15 @@ cleanup deletes 100,000 files.
 
 Runs as PID 1 of a PID namespace (with its private mount namespace). The
 daemon has no hook that records each memory reading, so the memory shield
-runs in-process exactly as daemon.MonitorThread runs it (a MemoryMonitor on
-its own thread, a real Executor; the process at nice -10 like the daemon's
+runs in-process exactly as daemon.ShieldThread runs it (a MemoryShield on
+its own thread, a real Engine; the process at nice -10 like the daemon's
 default), with `read` wrapped to timestamp every reading of /proc/meminfo.
 
 Phases, each ending with a fast hog (cap 4 GiB, kill level 1 GiB under
 MemAvailable) that the monitor must kill:
 - idle: nothing else runs;
 - load: one C spinner per CPU, and 100,000 files on a tmpfs deleted at the
-  same time by the disk shield's own cleanup (a DiskMonitor on its own
+  same time by the disk shield's own cleanup (a DiskShield, its pass on an engine worker of its own
   thread, as in the daemon: the files take 50% of the tmpfs's inodes, its
   `clean` level is 60% free, and it cleans until 99% are free).
 
@@ -59,24 +59,23 @@ def monitor_config(level: int, files_folder: str | None):
     return memory_config(level, level, disks)
 
 
-class TimedMonitor:
-    """A MemoryMonitor on its thread, every reading and asked sleep recorded;
-    with `files_folder`, a DiskMonitor cleaning that folder on its own thread."""
+class TimedShield:
+    """A MemoryShield on its thread, every reading and asked sleep recorded;
+    with `files_folder`, a DiskShield whose cleanup runs on the engine."""
 
     def __init__(self, level: int, files_folder: str | None = None):
-        from oorkiller.act.engine import Executor
-        from oorkiller.daemon import MonitorThread
+        from oorkiller.act.engine import Engine
+        from oorkiller.daemon import ShieldThread
         from oorkiller.record.writer import RecordWriter
         from oorkiller.shields.base import Context
-        from oorkiller.shields.disk import DiskMonitor
-        from oorkiller.shields.memory import MemoryMonitor
+        from oorkiller.shields.disk import DiskShield
+        from oorkiller.shields.memory import MemoryShield
         from oorkiller.judge.rules import RuleSet
         config = monitor_config(level, files_folder)
         self.writer = RecordWriter(kmsg=False, stderr=False)
-        self.executor = Executor(self.writer, hooks=SignalClock())
-        context = Context(config=config, writer=self.writer, executor=self.executor,
-                          rules=RuleSet(config), dry_run=False)
-        self.monitor = MemoryMonitor(context)
+        self.executor = Engine(self.writer, hooks=SignalClock())
+        context = Context(config=config, rules=RuleSet(config))
+        self.monitor = MemoryShield(context)
         self.readings: list[float] = []
         self.asked: list[float] = []
         read, step = self.monitor.read, self.monitor.step
@@ -86,14 +85,14 @@ class TimedMonitor:
             return read()
 
         def timed_step(now):
-            sleep = step(now)
-            self.asked.append(sleep)
-            return sleep
+            done = step(now)
+            self.asked.append(done.sleep)
+            return done
 
         self.monitor.read, self.monitor.step = timed_read, timed_step
         self.stopping = threading.Event()
-        self.others = [DiskMonitor(context)] if files_folder else []
-        self.threads = [MonitorThread(m, self.writer, self.stopping)
+        self.others = [DiskShield(context)] if files_folder else []
+        self.threads = [ShieldThread(m, self.executor, self.writer, self.stopping)
                         for m in [self.monitor, *self.others]]
         self.thread = self.threads[0]
 
@@ -144,7 +143,7 @@ def phase(started: Started, loaded: bool, seconds: float) -> dict:
                         "files", folder], check=True)
         make_files(folder, FILES)
     try:
-        with TimedMonitor(level, folder) as timed:
+        with TimedShield(level, folder) as timed:
             time.sleep(0.5)
             since = time.monotonic()
             if loaded:

@@ -1,4 +1,8 @@
-"""The daemon: one thread per monitor, an executor for actions, signals, reload.
+"""The daemon: one thread per shield, the action engine, signals, reload.
+
+Each shield's thread steps it and hands the decisions it returns to the
+engine; the engine carries them out on its own workers, so no shield's
+watching waits for an action.
 
 Start-up order matters: everything is imported and built first, then the
 process hardens itself (gc.freeze, small thread stacks, mlockall, oom_score_adj
@@ -9,83 +13,74 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import signal
 import threading
 import time
 
 from oorkiller import __version__, kernel, notify
-from oorkiller.act.engine import Executor
+from oorkiller.act.engine import Engine
+from oorkiller.act.hooks import Hooks
+from oorkiller.act.signals import alive, send
 from oorkiller.config import ConfigError, load_config
-from oorkiller.act.hooks import HookedWriter, Hooks
-from oorkiller.shields import enabled_sections, monitor_class
-from oorkiller.shields.base import Context
 from oorkiller.judge.rules import RuleSet
+from oorkiller.proc._proctable import raise_fd_limit
+from oorkiller.proc.targets import Target
+from oorkiller.shields import enabled_shields, shield_class
+from oorkiller.shields.base import Context
 
 THREAD_STACK = 256 << 10     # with mlockall(MCL_FUTURE) every stack is locked whole
-ERROR_REPEAT = 60.0          # the same monitor error is recorded at most this often
+ERROR_REPEAT = 60.0          # the same shield error is recorded at most this often
 STOP_GRACE = 0.8             # SIGTERM must stop the daemon within 1 s
-
-
-def raise_fd_limit() -> int:
-    """Held per-process fds need tens of thousands of descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        with open("/proc/sys/fs/nr_open") as f:
-            ceiling = int(f.read())
-    except (OSError, ValueError):
-        ceiling = hard
-    for wanted in (max(ceiling, hard), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            return wanted
-        except (ValueError, OSError):
-            continue
-    return soft
 
 
 def rehearse_kill_path() -> None:
     """Run once, harmlessly, the code a kill runs (pidfd_open, signal 0 through
     the pidfd, poll, process_mrelease), so its pages are resident and locked
     before the first real shortage, when faulting them in could stall."""
-    from oorkiller.act.engine import Target, alive, send
     try:
         pidfd = os.pidfd_open(os.getpid())
     except OSError:
         return
     try:
-        send(Target(os.getpid(), b"oorkiller", pidfd), 0)
-        alive([Target(os.getpid(), b"oorkiller", pidfd)])
+        myself = Target(os.getpid(), b"oorkiller", 0, pidfd)
+        send(myself, 0)
+        alive([myself])
         kernel.process_mrelease(pidfd)      # refused for a live process: EINVAL
     finally:
         os.close(pidfd)
 
 
-class MonitorThread:
-    """Runs one monitor's step loop until stopped."""
+class ShieldThread:
+    """Steps one shield until stopped and hands its decisions to the engine."""
 
-    def __init__(self, monitor, writer, stopping: threading.Event):
-        self.monitor = monitor
+    def __init__(self, shield, engine, writer, stopping: threading.Event):
+        self.shield = shield
+        self.engine = engine
         self.writer = writer
         self.stopping = stopping
+        self.wake = threading.Event()   # set to cut a sleep short (stop, reload)
         self.last_error = ("", 0.0)
-        self.thread = threading.Thread(target=self._loop, name=f"mon-{monitor.name}", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"oork-{shield.name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def _loop(self) -> None:
-        monitor = self.monitor
+        shield = self.shield
+        kernel.name_thread(self.thread.name)
         while not self.stopping.is_set():
             now = time.monotonic()
             try:
-                sleep = monitor.step(now)
+                step = shield.step(now)
+                for decision in step.decisions:
+                    self.engine.submit(decision)
+                sleep = step.sleep
             except Exception as err:   # a reading error must not end the watch
                 self._record_error(err, now)
-                sleep = monitor.interval
-            monitor.last_step = time.monotonic()
-            monitor.wake.wait(max(sleep, 0.0))
-            monitor.wake.clear()
+                sleep = shield.interval
+            shield.last_step = time.monotonic()
+            self.wake.wait(max(sleep, 0.0))
+            self.wake.clear()
 
     def _record_error(self, err: Exception, now: float) -> None:
         text = f"{type(err).__name__}: {err}"
@@ -93,10 +88,10 @@ class MonitorThread:
         if text == last_text and now - last_at < ERROR_REPEAT:
             return
         self.last_error = (text, now)
-        self.writer.emit("error", "err", resource=self.monitor.name, reason=text)
+        self.writer.emit("error", "err", resource=self.shield.name, reason=text)
 
     def stop(self) -> None:
-        self.monitor.wake.set()
+        self.wake.set()
 
 
 class Daemon:
@@ -109,54 +104,52 @@ class Daemon:
         self.proc_root = proc_root
         self.sys_root = sys_root
         self.hooks = Hooks(config.hooks, writer)
-        self.executor = Executor(writer, self.hooks)
-        self.monitor_writer = HookedWriter(writer, self.hooks)   # monitors' events reach hooks too
+        self.engine = Engine(writer, self.hooks, proc_root=proc_root)
         self.notifier = notify.Notifier.from_env()
         self.pinger = notify.WatchdogPinger.from_env(self.notifier)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()        # set by signal handlers
-        self.threads: list[MonitorThread] = []
-        self.monitor_stop = threading.Event()
+        self.threads: list[ShieldThread] = []
+        self.shields_stop = threading.Event()
 
     @property
     def dry_run(self) -> bool:
         return self.force_dry_run or self.config.dry_run
 
     # ------------------------------------------------------------- building
-    def context(self) -> Context:
-        return Context(config=self.config, writer=self.monitor_writer, executor=self.executor,
-                       rules=RuleSet(self.config), dry_run=self.dry_run,
-                       proc_root=self.proc_root, sys_root=self.sys_root)
-
-    def build_monitors(self) -> list:
-        context, monitors = self.context(), []
-        for section in enabled_sections(self.config):
-            cls = monitor_class(section)
+    def build_shields(self) -> list:
+        rules = RuleSet(self.config)
+        self.engine.rules, self.engine.dry_run = rules, self.dry_run
+        context = Context(config=self.config, rules=rules,
+                          proc_root=self.proc_root, sys_root=self.sys_root)
+        shields = []
+        for name in enabled_shields(self.config):
+            cls = shield_class(name)
             if cls is None:
-                self.writer.emit("error", "err", resource=section,
+                self.writer.emit("error", "err", resource=name,
                                  reason="this shield is not available in this build")
                 continue
             try:
-                monitors.append(cls(context))
+                shields.append(cls(context))
             except Exception as err:
-                self.writer.emit("error", "err", resource=section,
+                self.writer.emit("error", "err", resource=name,
                                  reason=f"cannot start: {type(err).__name__}: {err}")
-        return monitors
+        return shields
 
-    def start_monitors(self) -> None:
-        self.monitor_stop = threading.Event()
-        self.threads = [MonitorThread(m, self.writer, self.monitor_stop) for m in self.build_monitors()]
-        notify.hang_monitors_for_test(self.monitors)        # tests only; no-op unless asked
+    def start_shields(self) -> None:
+        self.shields_stop = threading.Event()
+        self.threads = [ShieldThread(s, self.engine, self.writer, self.shields_stop)
+                        for s in self.build_shields()]
         for t in self.threads:
             t.start()
 
     @property
-    def monitors(self) -> list:
-        return [t.monitor for t in self.threads]
+    def shields(self) -> list:
+        return [t.shield for t in self.threads]
 
-    def stop_monitors(self) -> None:
-        self.monitor_stop.set()
+    def stop_shields(self) -> None:
+        self.shields_stop.set()
         for t in self.threads:
             t.stop()
         deadline = time.monotonic() + STOP_GRACE
@@ -164,7 +157,7 @@ class Daemon:
             t.thread.join(max(0.0, deadline - time.monotonic()))
         for t in self.threads:
             if not t.thread.is_alive():
-                t.monitor.close()
+                t.shield.close()
         self.threads = []
 
     # ------------------------------------------------------------- hygiene
@@ -187,9 +180,9 @@ class Daemon:
         hardening = self.harden()
         features = kernel.features(self.proc_root)
         self.install_signals()
-        self.start_monitors()
+        self.start_shields()
         self.writer.emit("start", "info", version=__version__, config=self.config.source,
-                         monitors=",".join(t.monitor.name for t in self.threads) or "none",
+                         monitors=",".join(s.name for s in self.shields) or "none",
                          dry_run="yes" if self.dry_run else "no",
                          **_flat(features), **hardening)
         hidden = kernel.hidden_processes(self.proc_root)
@@ -202,7 +195,7 @@ class Daemon:
         # The main thread sleeps until a signal wakes it, or until the next
         # watchdog ping is due: an idle daemon costs no wake-ups here.
         while not self.stopping.is_set():
-            self.pinger.tick(self.monitors, time.monotonic())
+            self.pinger.tick(self.shields, time.monotonic())
             self.wake.wait(self.pinger.sleep_for(time.monotonic()))
             self.wake.clear()
             if self.reload_requested.is_set():
@@ -211,15 +204,15 @@ class Daemon:
                 self.reload()
                 self.notifier.ready(self.one_line_status())
         self.notifier.stopping()
-        self.stop_monitors()
-        self.executor.stop()
+        self.stop_shields()
+        self.engine.stop()
         self.hooks.close()
         self.writer.emit("stop", "info", reason=self.stop_reason)
         self.notifier.close()
         return 0
 
     def one_line_status(self) -> str:
-        names = ",".join(m.name for m in self.monitors) or "nothing"
+        names = ",".join(s.name for s in self.shields) or "nothing"
         return f"watching {names}{' (dry run)' if self.dry_run else ''}"
 
     def install_signals(self) -> None:
@@ -249,12 +242,12 @@ class Daemon:
             self.writer.emit("error", "err", config=self.config_path,
                              reason=f"reload refused, running configuration kept: {err}")
             return
-        self.stop_monitors()
+        self.stop_shields()
         self.config = new
         self.hooks.configure(new.hooks)
-        self.start_monitors()
+        self.start_shields()
         self.writer.emit("reload", "info", config=self.config_path,
-                         monitors=",".join(t.monitor.name for t in self.threads) or "none",
+                         monitors=",".join(s.name for s in self.shields) or "none",
                          dry_run="yes" if self.dry_run else "no")
 
 

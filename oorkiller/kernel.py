@@ -161,3 +161,14 @@ def features(proc_root: str = "/proc") -> dict:
         "cgroup": _cgroup_versions(proc_root),
         "proc_view": "limited" if hidden_processes(proc_root) else "all",
     }
+
+
+def name_thread(name: str) -> None:
+    """Give the calling thread its name in the kernel (what `top -H` and
+    /proc/PID/task/TID/comm show; 15 bytes at most). Python's thread names
+    stay inside the interpreter."""
+    try:
+        with open("/proc/thread-self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass

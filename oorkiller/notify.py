@@ -20,7 +20,6 @@ import time
 
 STALE_FLOOR = 5.0            # seconds: a monitor is never called stale sooner
 RECHECK = 0.25               # seconds between ticks while pings are withheld
-TEST_HANG_VARIABLE = "OORKILLER_TEST_HANG_MONITOR"
 
 
 def _socket_address(text: str) -> str | bytes | None:
@@ -194,45 +193,3 @@ class WatchdogPinger:
         if self.waiting:
             return min(self.interval, RECHECK)
         return max(0.0, self.last_ping + self.interval - now)
-
-
-# ---------------------------------------------------------------- test hook
-
-def hang_monitors_for_test(monitors, environ=os.environ) -> list[str]:
-    """Make the monitors named in $OORKILLER_TEST_HANG_MONITOR hang (tests only).
-
-    `OORKILLER_TEST_HANG_MONITOR=memory` (a comma-separated list of monitor
-    names; `NAME:SECONDS` delays the hang) wraps that monitor's `step` so
-    that, after it has run normally for SECONDS (default 2), it blocks for
-    good, as a monitor stuck in a kernel read would. The watchdog tests use it
-    to prove that pings stop. Returns the names hooked; unset: nothing happens.
-    """
-    wanted = {}
-    for item in environ.get(TEST_HANG_VARIABLE, "").split(","):
-        name, _, delay = item.strip().partition(":")
-        if name:
-            try:
-                wanted[name] = float(delay) if delay else 2.0
-            except ValueError:
-                wanted[name] = 2.0
-    hooked = []
-    for monitor in monitors:
-        if monitor.name in wanted:
-            _make_hang(monitor, wanted[monitor.name])
-            hooked.append(monitor.name)
-    return hooked
-
-
-def _make_hang(monitor, delay: float) -> None:
-    real_step = monitor.step
-    first = []
-    forever = threading.Event()      # never set
-
-    def step(now):
-        if not first:
-            first.append(now)
-        if now - first[0] >= delay:
-            forever.wait()
-        return real_step(now)
-
-    monitor.step = step

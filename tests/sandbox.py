@@ -51,7 +51,7 @@ def in_pid_namespace(module: str, function: str, timeout: float = 90, **params) 
 
 
 def kmsg_lines_since(usec: int) -> list[str]:
-    from oorkiller.record.reader import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
+    from oorkiller.proc.kmsg import parse_kmsg_entry   # the daemon's own reader of a kmsg entry
     """Texts of kernel-log records newer than `usec` (time since boot)."""
     texts = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)

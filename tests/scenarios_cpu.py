@@ -271,7 +271,7 @@ def reused_pid() -> dict:
     """A spinner is chosen, exits, and its PID goes to a new process before the signal."""
     from oorkiller.judge import shares
     from oorkiller.proc._proctable import ProcTable
-    from oorkiller.act.engine import take_targets
+    from oorkiller.proc.targets import take_targets
 
     from sandbox import victim
 
@@ -303,7 +303,7 @@ def reused_pid() -> dict:
         f.write(str(old_pid - 1))
     second = victim("sleeper", "second")
     same_pid = second.pid == old_pid
-    targets = take_targets(table, choice.unit.members) if choice else []
+    targets = take_targets(choice.unit.members) if choice else []
     # The table's next looks drop the old entry (its start time changed) and
     # add a new one for the PID, which used nothing in the window.
     sample(time.monotonic())

@@ -103,36 +103,37 @@ def vanishing_victims() -> dict:
     choice (pidfd taken) and the signal: nothing is signalled wrongly, no error,
     and the worker goes on to the next action."""
     from oorkiller.proc._proctable import ProcTable
-    from oorkiller.act.engine import Action, Executor, take_targets
+    from oorkiller.act.engine import Engine
+    from oorkiller.judge.decision import Kill
+    from oorkiller.proc.targets import take_targets
     from oorkiller.record.writer import RecordWriter
     import io
 
     stream = io.StringIO()
     writer = RecordWriter(kmsg=False, stderr=True, stderr_stream=stream)
-    executor = Executor(writer)
+    engine = Engine(writer)
     table = ProcTable("/proc", os.getpid())
     early, late, next_one = (victim("sleeper", n) for n in ("early", "late", "next"))
     table.refresh()
     entries = {n: table.get(p.pid) for n, p in (("early", early), ("late", late), ("next", next_one))}
 
     early.kill(); early.wait()                       # gone after the scan, before the choice
-    gone_before_choice = take_targets(table, [entries["early"]])
+    gone_before_choice = take_targets([entries["early"]])
 
-    targets = take_targets(table, [entries["late"]])  # chosen: pidfd held
+    first = Kill("memory", "test", members=[entries["late"]], term_timeout=1.0)
+    first.targets = take_targets(first.members)      # chosen: pidfd held
     late.kill(); late.wait()                         # gone before the signal
-    first = Action(resource="memory", targets=targets, reason="test", fields={}, term_timeout=1.0)
-    submitted_first = executor.submit(first)
+    engine.submit(first)
     first.done.wait(10)
 
-    second = Action(resource="memory", targets=take_targets(table, [entries["next"]]),
-                    reason="test", fields={}, term_timeout=1.0)
-    submitted_second = executor.submit(second)
+    second = Kill("memory", "test", members=[entries["next"]], term_timeout=1.0)
+    engine.submit(second)
     second.done.wait(10)
     next_one.wait(5)
-    executor.stop()
+    engine.stop()
     writer.close()
     records = [parse_stderr_record(l) for l in stream.getvalue().splitlines()]
-    return {"targets_of_gone": len(gone_before_choice), "submitted": [submitted_first, submitted_second],
+    return {"targets_of_gone": len(gone_before_choice), "bound": len(first.targets),
             "outcomes": [first.outcome, second.outcome], "next_rc": next_one.returncode,
             "records": [r for r in records if r]}
 

@@ -88,7 +88,8 @@ def reused_pid() -> dict:
     """A victim exits and its PID goes to a new process before the signal."""
     import signal
     from oorkiller.proc._proctable import ProcTable
-    from oorkiller.act.engine import Target, send, take_targets
+    from oorkiller.act.signals import send
+    from oorkiller.proc.targets import Target, take_targets
 
     first = victim("sleeper", "first")
     table = ProcTable("/proc", os.getpid())
@@ -101,8 +102,8 @@ def reused_pid() -> dict:
         f.write(str(first.pid - 1))
     second = victim("sleeper", "second")
     same_pid = second.pid == first.pid
-    late_targets = take_targets(table, [entry])    # chosen before, signalled after
-    early_result = send(Target(first.pid, b"first", early_pidfd), signal.SIGKILL)
+    late_targets = take_targets([entry])           # chosen before, signalled after
+    early_result = send(Target(first.pid, b"first", entry.starttime, early_pidfd), signal.SIGKILL)
     time.sleep(0.2)
     return {"same_pid": same_pid, "late_targets": len(late_targets),
             "early_result": early_result, "second_alive": second.poll() is None,

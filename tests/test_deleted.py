@@ -2,6 +2,7 @@
 space and original name; truncation reaches only that very inode."""
 import os
 
+from oorkiller.act.truncate import truncate
 from oorkiller.proc import deleted
 
 
@@ -44,7 +45,7 @@ def test_truncate_gives_the_space_back(tmp_path):
     fd = open_deleted(path, 1 << 20)
     try:
         (entry,) = [e for e in deleted.find_open_deleted({os.fstat(fd).st_dev}).values() if e.path == path]
-        assert deleted.truncate(entry) == (os.getpid(), entry.nbytes)
+        assert truncate(entry) == (os.getpid(), entry.nbytes)
         assert os.fstat(fd).st_size == 0 and os.fstat(fd).st_blocks == 0
     finally:
         os.close(fd)
@@ -59,7 +60,7 @@ def test_a_reused_fd_number_is_never_truncated(tmp_path):
     other = open_deleted(str(tmp_path / "other.log"), 8192)   # likely the same fd number
     try:
         entry.holders = [(os.getpid(), other)]
-        assert deleted.truncate(entry) is None
+        assert truncate(entry) is None
         assert os.fstat(other).st_size == 8192
     finally:
         os.close(other)

@@ -14,7 +14,9 @@ import time
 import pytest
 
 from oorkiller.record import logfmt as records
-from oorkiller.act.engine import Action, Executor, Target
+from oorkiller.act.engine import Engine
+from oorkiller.judge.decision import Kill, Notice
+from oorkiller.proc.targets import Target
 from oorkiller.config import Hook
 from oorkiller.act.hooks import Hooks, hook_environment
 
@@ -198,9 +200,11 @@ def test_a_hanging_after_hook_is_killed_at_its_timeout(hooks_for, writer):
 
 
 def start_victim():
-    """A process this test owns, and a pidfd on it, for a real Executor."""
+    """A process this test owns, and a kill of it bound to its pidfd, for a real engine."""
     proc = subprocess.Popen(["/bin/sleep", "60"])
-    return proc, Target(proc.pid, b"victim", os.pidfd_open(proc.pid))
+    kill = Kill("memory", "test", first_signal=signal.SIGKILL)
+    kill.targets = [Target(proc.pid, b"victim", 0, os.pidfd_open(proc.pid))]
+    return proc, kill
 
 
 def test_a_hanging_before_hook_is_killed_and_the_kill_still_happens_on_time(tmp_path, writer):
@@ -209,11 +213,11 @@ def test_a_hanging_before_hook_is_killed_and_the_kill_still_happens_on_time(tmp_
     hanging = hook("/bin/sh", "-c", 'sleep 60 & echo $$ > "$0"; sleep 60', str(pgid_file),
                    before_kill=True, timeout=0.5)
     hooks = Hooks([hanging], writer)
-    executor = Executor(writer, hooks)
-    victim, target = start_victim()
+    engine = Engine(writer, hooks)
+    victim, kill = start_victim()
     try:
         began = time.monotonic()
-        executor.submit(Action("memory", [target], "test", {}, first_signal=signal.SIGKILL))
+        engine.submit(kill)
         victim.wait(10)
         took = time.monotonic() - began
     finally:
@@ -230,7 +234,7 @@ def test_a_hanging_before_hook_is_killed_and_the_kill_still_happens_on_time(tmp_
         time.sleep(0.05)
     assert not _group_alive(pgid), "the hook's background child survived"
     hooks.close()
-    executor.stop()
+    engine.stop()
 
 
 def _group_alive(pgid):
@@ -253,10 +257,10 @@ def test_a_before_hook_sees_the_victim_still_alive(tmp_path, writer):
     look = hook("/bin/sh", "-c", 'test -d /proc/$OORKILLER_PID && echo alive > "$0"', str(out),
                 before_kill=True, timeout=5.0)
     hooks = Hooks([look], writer)
-    executor = Executor(writer, hooks)
-    victim, target = start_victim()
+    engine = Engine(writer, hooks)
+    victim, kill = start_victim()
     try:
-        executor.submit(Action("memory", [target], "test", {}, first_signal=signal.SIGKILL))
+        engine.submit(kill)
         victim.wait(10)
     finally:
         if victim.poll() is None:
@@ -265,7 +269,7 @@ def test_a_before_hook_sees_the_victim_still_alive(tmp_path, writer):
     assert out.read_text() == "alive\n"
     assert [e for e, _, _ in writer.records if e != "error"][:1] == ["kill"]
     hooks.close()
-    executor.stop()
+    engine.stop()
 
 
 # ------------------------------------------------------------ failures
@@ -300,15 +304,35 @@ def test_a_successful_hook_gives_no_record(hooks_for, writer):
     assert writer.records == []
 
 
-def test_events_recorded_by_monitors_reach_their_hooks_through_the_hooked_writer(tmp_path, hooks_for, writer):
-    from oorkiller.act.hooks import HookedWriter
+def test_every_record_the_engine_writes_reaches_its_hooks_once(tmp_path, hooks_for, writer):
     ran = tmp_path / "ran"
     hooks = hooks_for(hook("/bin/sh", "-c", 'echo "$OORKILLER_EVENT $OORKILLER_RESOURCE" >> "$0"', str(ran),
-                           events=frozenset({"cleanup", "kill"})))
-    hooked = HookedWriter(writer, hooks)
-    hooked.emit("cleanup", "warning", resource="disk", files=3)
-    hooked.emit("kill", "warning", **kill_fields())        # the Executor's own: not twice
-    assert wait_for_file(ran) == b"cleanup disk\n"
+                           events=frozenset({"nothing-to-kill", "kill"})))
+    engine = Engine(writer, hooks)
+    notice = Notice("cpu", "no unit used 25% of the CPUs", event="nothing-to-kill")
+    engine.submit(notice)
+    assert notice.done.wait(5) and notice.outcome == "done"
+    victim, kill = start_victim()
+    try:
+        engine.submit(kill)
+        victim.wait(10)
+        assert kill.done.wait(10) and kill.outcome == "dead"
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert wait_for_lines(ran, 2) == [b"nothing-to-kill cpu", b"kill memory"]
     time.sleep(0.3)
-    assert ran.read_bytes() == b"cleanup disk\n"
-    assert [event for event, _, _ in writer.records] == ["cleanup", "kill"]   # all recorded
+    assert ran.read_bytes().splitlines() == [b"nothing-to-kill cpu", b"kill memory"], "each once"
+    events = [event for event, _, _ in writer.records]
+    assert events[:1] == ["nothing-to-kill"] and "kill" in events and "reclaimed" in events
+    engine.stop()
+
+
+def wait_for_lines(path, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_bytes().splitlines()) >= count:
+            break
+        time.sleep(0.05)
+    return path.read_bytes().splitlines() if path.exists() else []

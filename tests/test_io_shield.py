@@ -97,18 +97,9 @@ from oorkiller.shields.base import Context                         # noqa: E402
 from oorkiller.judge.rules import RuleSet                                 # noqa: E402
 
 
-class Writer:
-    def __init__(self):
-        self.records = []
-
-    def emit(self, event, level="info", **fields):
-        self.records.append({"event": event, **fields})
-
-
-def monitor(io_yaml: str) -> io.IoMonitor:
+def monitor(io_yaml: str) -> io.IoShield:
     config = load_config_text(f"io:\n{io_yaml}", "test.yaml")
-    return io.IoMonitor(Context(config=config, writer=Writer(), executor=None,
-                                rules=RuleSet(config), dry_run=True))
+    return io.IoShield(Context(config=config, rules=RuleSet(config)))
 
 
 def reading(iops=0.0, util=0.0, await_ms=0.0):

@@ -13,7 +13,8 @@ import pytest
 
 from oorkiller.record import writer as kmsg
 from oorkiller.record.writer import RecordWriter, devkmsg_mode
-from oorkiller.record.reader import parse_kmsg_entry, read_records
+from oorkiller.proc.kmsg import parse_kmsg_entry
+from oorkiller.record.reader import read_records
 from oorkiller.record.logfmt import parse_record
 
 KMSG = "/dev/kmsg"

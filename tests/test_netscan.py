@@ -265,54 +265,67 @@ class RecordingWriter:
         self.records.append({"event": event, "level": level, **fields})
 
 
-def network_monitor(sys_tree, monkeypatch, action="alert", dry_run=False):
+def network_shield(sys_tree, monkeypatch, action="alert", dry_run=False):
+    """The network shield over a fake sysfs, its decisions carried out by a
+    real engine whose link calls are recorded instead of made."""
+    from oorkiller.act import engine as engine_module
     from oorkiller.shields import network
     from oorkiller.shields.base import Context
     monkeypatch.setattr(ovs, "available", lambda environ=None: False)
     monkeypatch.setattr(network, "KernelLogWatch", lambda: types.SimpleNamespace(
         kernel_lines=lambda: [], close=lambda: None, problem=""))
     downs = []
-    monkeypatch.setattr(network, "set_down", downs.append)
+    monkeypatch.setattr(engine_module, "set_down", downs.append)
     config = load_config_text(f"network: {{duplicate_mac: {{action: {action}, interval: 1s}}}}\n", "t.yaml")
     writer = RecordingWriter()
-    monitor = network.NetworkMonitor(Context(config=config, writer=writer, executor=None, rules=None,
-                                             dry_run=dry_run, sys_root=sys_tree.root))
-    return monitor, writer, downs
+    engine = engine_module.Engine(writer)
+    engine.dry_run = dry_run
+    shield = network.NetworkShield(Context(config=config, rules=None, sys_root=sys_tree.root))
+
+    def step(now):
+        done = shield.step(now)
+        for decision in done.decisions:
+            engine.submit(decision)
+            assert decision.done.wait(5)
+        return done
+    return shield, step, writer, downs
 
 
-def test_a_duplicate_is_recorded_once_and_its_end_once(sys_tree, monkeypatch):
+def test_a_duplicate_is_reported_once_and_its_end_once(sys_tree, monkeypatch):
     sys_tree.add("a", MAC)
     sys_tree.add("b", MAC)
-    monitor, writer, downs = network_monitor(sys_tree, monkeypatch)
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch)
     for now in range(3):
-        assert monitor.step(float(now)) == 1.0
+        assert step(float(now)).sleep == 1.0
     assert [(r["event"], r["level"], r["interfaces"], r["kind"]) for r in writer.records] == [
         ("duplicate-mac", "warning", "a,b", "local")]
-    assert monitor.status()[0]["state"] == "acting"
+    assert shield.status()[0]["state"] == "acting"
     with open(os.path.join(sys_tree.net, "b", "address"), "w") as f:
         f.write("52:54:00:00:00:02\n")
-    monitor.step(3.0)
-    monitor.step(4.0)
+    step(3.0)
+    step(4.0)
     assert [(r["event"], r["level"]) for r in writer.records[1:]] == [("duplicate-mac-cleared", "info")]
-    assert monitor.status()[0]["state"] == "ok" and downs == []
+    assert shield.status()[0]["state"] == "ok" and downs == []
 
 
-def test_action_down_takes_the_newest_tap_and_records_it_as_a_warning(sys_tree, monkeypatch):
+def test_action_down_decides_to_set_the_newest_tap_down(sys_tree, monkeypatch):
+    from oorkiller.judge.decision import LinkDown
     sys_tree.add("vnet0", TAP_MAC, tap=True)
     sys_tree.add("vnet1", TAP_MAC, tap=True)
-    monitor, writer, downs = network_monitor(sys_tree, monkeypatch, action="down")
-    monitor.step(0.0)
-    monitor.step(1.0)
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch, action="down")
+    (down,) = [d for d in step(0.0).decisions if isinstance(d, LinkDown)]
+    assert down.interface == "vnet1" and down.fields["mac"] == TAP_MAC
+    assert [d for d in step(1.0).decisions if isinstance(d, LinkDown)] == [], "once per duplicate"
     assert downs == ["vnet1"]
-    [down] = [r for r in writer.records if r["event"] == "down"]
-    assert (down["level"], down["interface"], down["dry_run"]) == ("warning", "vnet1", "no")
+    [record] = [r for r in writer.records if r["event"] == "down"]
+    assert (record["level"], record["interface"], record["dry_run"]) == ("warning", "vnet1", "no")
 
 
 def test_action_down_never_takes_a_newer_physical_nic_and_says_why(sys_tree, monkeypatch):
     sys_tree.add("vnet0", TAP_MAC, tap=True)
     sys_tree.add("eth9", TAP_MAC, physical=True)
-    monitor, writer, downs = network_monitor(sys_tree, monkeypatch, action="down")
-    monitor.step(0.0)
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch, action="down")
+    step(0.0)
     assert downs == []
     [down] = [r for r in writer.records if r["event"] == "down"]
     assert down["result"] == "skipped" and "eth9 is a physical NIC" in down["reason"]
@@ -321,8 +334,8 @@ def test_action_down_never_takes_a_newer_physical_nic_and_says_why(sys_tree, mon
 def test_dry_run_records_the_down_and_touches_nothing(sys_tree, monkeypatch):
     sys_tree.add("vnet0", TAP_MAC, tap=True)
     sys_tree.add("vnet1", TAP_MAC, tap=True)
-    monitor, writer, downs = network_monitor(sys_tree, monkeypatch, action="down", dry_run=True)
-    monitor.step(0.0)
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch, action="down", dry_run=True)
+    step(0.0)
     assert downs == []
     [down] = [r for r in writer.records if r["event"] == "down"]
     assert (down["interface"], down["dry_run"], down["level"]) == ("vnet1", "yes", "warning")
@@ -331,8 +344,8 @@ def test_dry_run_records_the_down_and_touches_nothing(sys_tree, monkeypatch):
 def test_status_scans_when_no_step_ran_yet(sys_tree, monkeypatch):
     sys_tree.add("a", MAC)
     sys_tree.add("b", MAC)
-    monitor, writer, _ = network_monitor(sys_tree, monkeypatch)
-    summary, row = monitor.status()
+    shield, _, writer, _ = network_shield(sys_tree, monkeypatch)
+    summary, row = shield.status()
     assert summary["resource"] == "network" and summary["state"] == "acting" and summary["duplicates"] == 1
     assert (row["mac"], row["interfaces"], row["kind"]) == (MAC, "a,b", "local")
     assert writer.records == []            # status reports, it does not record

@@ -1,6 +1,7 @@
 """systemd integration: READY=1, STOPPING=1 and a watchdog that pings only
 while every shield is really watching (a hung monitor stops the pings, so
 systemd restarts the daemon)."""
+import ctypes
 import os
 import shutil
 import signal
@@ -175,31 +176,12 @@ def test_without_a_watchdog_the_pinger_sends_nothing(systemd, tmp_path):
     assert systemd.receive(0.1) == []
 
 
-def test_the_test_hang_hook_blocks_a_monitors_step_after_its_delay():
-    calls = []
-
-    class Monitor(FakeMonitor):
-        def step(self, now):
-            calls.append(now)
-            return 1.0
-
-    memory, cpu = Monitor("memory", 1.0, 0.0), Monitor("cpu", 1.0, 0.0)
-    assert notify.hang_monitors_for_test([memory, cpu], {notify.TEST_HANG_VARIABLE: "memory:1"}) == ["memory"]
-    assert memory.step(10.0) == 1.0 and memory.step(10.5) == 1.0     # before the delay: normal
-    stuck = threading.Thread(target=memory.step, args=(11.0,), daemon=True)
-    stuck.start()
-    stuck.join(0.3)
-    assert stuck.is_alive()              # hangs, as a monitor stuck in the kernel would
-    assert cpu.step(11.0) == 1.0         # the others are untouched
-    assert notify.hang_monitors_for_test([cpu], {}) == []
-
-
 # ------------------------------------------------------------ the real daemon
-# NEEDS THE DAEMON WIRING (see docs/operations.md, "For developers"): these
-# two tests fail until oorkiller/daemon.py calls notify (READY/WATCHDOG/STOPPING).
 
-def run_daemon_under_fake_systemd(tmp_path, extra_env, seconds):
+def run_daemon_under_fake_systemd(tmp_path, seconds, hang_after=None):
     """`oorkiller run --dry-run` in a PID namespace, notifying our fake socket.
+    With `hang_after`, the memory shield's thread is stopped (ptrace) that
+    many seconds after the start, as a shield stuck in the kernel would be.
 
     Returns the fake systemd (its messages) and the daemon's exit code.
     """
@@ -209,16 +191,22 @@ def run_daemon_under_fake_systemd(tmp_path, extra_env, seconds):
     config_path = tmp_path / "oorkiller.yaml"
     config_path.write_text(yaml.safe_dump(config))
     fake = FakeSystemd(str(tmp_path / "notify"))
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000",
-           **extra_env}
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
     unshare = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
          *sandbox.oorkiller_command(), "run", "-c", str(config_path), "--dry-run"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    stopped = None
     try:
+        if hang_after is not None:
+            fake.receive(hang_after)
+            stopped = stop_thread(_only_child(unshare.pid), "oork-memory")
+            seconds -= hang_after
         fake.receive(seconds)
         daemon_pid = _only_child(unshare.pid)
+        if stopped is not None:
+            resume_thread(stopped)
         os.kill(daemon_pid, signal.SIGTERM)   # the daemon, a process this test started
         unshare.wait(10)
         fake.receive(0.3)
@@ -230,6 +218,29 @@ def run_daemon_under_fake_systemd(tmp_path, extra_env, seconds):
     return fake, unshare.returncode, unshare.stderr.read()
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+
+
+def stop_thread(pid, name):
+    """Stop one thread of `pid` (by its kernel name), leaving the others
+    running: ptrace can stop a single thread, a signal cannot."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() != name:
+                continue
+        tid = int(tid)
+        for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
+            if _libc.ptrace(request, tid, None, None) != 0:
+                raise OSError(ctypes.get_errno(), f"ptrace {request:#x} of thread {tid}")
+        return tid
+    raise AssertionError(f"no thread named {name} in {pid}")
+
+
+def resume_thread(tid):
+    _libc.ptrace(PTRACE_DETACH, tid, None, None)
+
+
 def _only_child(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         [child] = f.read().split()
@@ -238,7 +249,7 @@ def _only_child(pid):
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
 def test_the_daemon_says_ready_pings_while_healthy_and_says_stopping(tmp_path):
-    fake, rc, stderr = run_daemon_under_fake_systemd(tmp_path, {}, seconds=3.5)
+    fake, rc, stderr = run_daemon_under_fake_systemd(tmp_path, seconds=3.5)
     texts = [text for _, text in fake.messages]
     assert rc == 0, stderr
     assert any("READY=1" in t.split("\n") for t in texts), texts
@@ -250,8 +261,7 @@ def test_the_daemon_says_ready_pings_while_healthy_and_says_stopping(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
 def test_the_daemon_stops_pinging_when_its_memory_monitor_hangs(tmp_path):
-    fake, rc, stderr = run_daemon_under_fake_systemd(
-        tmp_path, {notify.TEST_HANG_VARIABLE: "memory:1"}, seconds=9.0)
+    fake, rc, stderr = run_daemon_under_fake_systemd(tmp_path, seconds=9.0, hang_after=1.0)
     pings = fake.times_of("WATCHDOG=1")
     assert fake.times_of("READY=1"), stderr
     assert pings, stderr                 # it pinged while the monitor worked

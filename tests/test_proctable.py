@@ -15,8 +15,20 @@ import textwrap
 import psutil
 import pytest
 
+from oorkiller.config import load_config_text
+from oorkiller.judge.rules import RuleSet
 from oorkiller.proc._proctable import ProcTable, raise_fd_limit
 from fakeproc import FakeProc, io_text
+
+NO_RULES = load_config_text("rules: []\n", "no-rules.yaml")
+
+
+def refreshed(table):
+    """table.refresh(), then the new entries judged as a shield judges them:
+    the table itself decides nobody's eligibility (judge/rules.py does)."""
+    added, removed = table.refresh()
+    RuleSet(NO_RULES, self_pid=table.self_pid).apply(table, added)
+    return added, removed
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -70,7 +82,7 @@ def test_new_pids_get_their_static_facts(tree):
     tree.add_process(2, comm=b"kthreadd", kthread=True, oom_score=0)
     tree.write("self", b"not a pid")  # non-numeric names are ignored
     table = ProcTable(tree.root, self_pid=1)
-    added, removed = table.refresh()
+    added, removed = refreshed(table)
     assert sorted(p.pid for p in added) == [2, 100] and removed == []
     worker = table.get(100)
     assert (worker.comm, worker.uid, worker.ppid, worker.starttime) == (b"worker", 1000, 1, 5555)
@@ -84,7 +96,7 @@ def test_the_daemon_itself_is_not_eligible(tree):
     tree.add_process(100)
     tree.add_process(200)
     table = ProcTable(tree.root, self_pid=200)
-    table.refresh()
+    refreshed(table)
     assert table.get(100).eligible and not table.get(200).eligible
 
 
@@ -92,12 +104,12 @@ def test_a_second_refresh_adds_only_new_pids_and_removes_vanished_ones(tree):
     tree.add_process(100)
     tree.add_process(101)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     first = table.get(100)
     held_before = table.held_fds
     tree.remove_process(101)
     tree.add_process(102)
-    added, removed = table.refresh()
+    added, removed = refreshed(table)
     assert [p.pid for p in added] == [102]
     assert [p.pid for p in removed] == [101] and not removed[0].alive
     assert table.get(100) is first  # same entry, not reopened
@@ -108,7 +120,7 @@ def test_a_second_refresh_adds_only_new_pids_and_removes_vanished_ones(tree):
 def test_hostile_comm_in_a_fake_tree(tree, comm):
     tree.add_process(100, comm=comm, starttime=42)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     table.sample_cpu()
     assert table.get(100).comm == comm and table.get(100).starttime == 42
 
@@ -121,7 +133,7 @@ def test_rank_memory_orders_by_score_then_less_cpu(tree):
     tree.add_process(104, oom_score=1000)             # made ineligible below
     tree.add_process(105, oom_score=680)              # lifted by a rule's adjust
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     table.get(104).eligible = False
     table.get(105).adjust = 400
     table.sample_memory()
@@ -137,7 +149,7 @@ def test_rank_memory_orders_by_score_then_less_cpu(tree):
 def test_sample_memory_reads_only_oom_score(tree):
     tree.add_process(100, oom_score=700, utime=1)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     tree.set_oom_score(100, 800)
     tree.set_stat(100, utime=99)
     table.sample_memory()
@@ -148,7 +160,7 @@ def test_sample_memory_reads_only_oom_score(tree):
 def test_sample_cpu_follows_reparenting_and_renaming(tree):
     tree.add_process(100, comm=b"before", ppid=50, utime=1, stime=1, starttime=9)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     tree.set_stat(100, comm=b"after", ppid=1, utime=30, stime=12, starttime=9)
     assert table.sample_cpu() == 0
     p = table.get(100)
@@ -158,12 +170,12 @@ def test_sample_cpu_follows_reparenting_and_renaming(tree):
 def test_a_reused_pid_is_a_new_entry(tree):
     tree.add_process(100, comm=b"old", starttime=1000)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     old = table.get(100)
     tree.set_stat(100, comm=b"new", starttime=2000)  # another process, same PID
     assert table.sample_cpu() == 1
     assert not old.alive and table.get(100) is None
-    added, removed = table.refresh()
+    added, removed = refreshed(table)
     assert removed == [old]
     new = table.get(100)
     assert added == [new] and new.comm == b"new" and new.serial != old.serial
@@ -175,7 +187,7 @@ def test_a_table_holds_the_one_file_it_samples(tree):
     tree.add_process(100, io=io_text(read_bytes=4096, write_bytes=8192, syscr=3, syscw=4,
                                      cancelled_write_bytes=512))
     table = ProcTable(tree.root, self_pid=1, hold="io")
-    table.refresh()
+    refreshed(table)
     p = table.get(100)
     assert p.held_fds == 1 and table.held_fds == 1
     table.sample_io()
@@ -188,7 +200,7 @@ def test_on_demand_reads(tree):
     tree.add_process(100, cmdline=b"python\0-c\0pass\0", cgroup=b"0::/user.slice\n",
                      oom_score_adj=-500, vm_rss_kib=2048)
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     p = table.get(100)
     assert table.read_cmdline(p) == b"python\0-c\0pass\0"
     assert table.read_cgroup(p) == b"0::/user.slice\n"
@@ -202,7 +214,7 @@ def test_entries_over_the_fd_budget_are_kept_and_read_by_path(tree):
     for pid in range(100, 110):
         tree.add_process(pid, oom_score=600 + pid)
     table = ProcTable(tree.root, self_pid=1, max_held_fds=9)
-    table.refresh()
+    refreshed(table)
     assert len(table) == 10 and table.held_fds <= 9
     unheld = [p for p in table.entries() if p.held_fds == 0]
     assert len(unheld) == 1
@@ -217,7 +229,7 @@ def test_close_releases_every_fd(tree):
         tree.add_process(pid)
     table = ProcTable(tree.root, self_pid=1)
     before = len(os.listdir("/proc/self/fd"))
-    table.refresh()
+    refreshed(table)
     assert len(os.listdir("/proc/self/fd")) == before + 5      # one per process
     table.close()
     assert len(os.listdir("/proc/self/fd")) == before - 1  # the root fd too
@@ -242,7 +254,7 @@ def test_real_children_match_psutil(children):
     spawned = [children() for _ in range(4)]
     busy = subprocess.Popen([sys.executable, "-c", "sum(range(30_000_000))"])
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     busy.wait()
     table.sample_cpu()
     table.sample_memory()
@@ -270,7 +282,7 @@ def test_real_children_match_psutil(children):
 def test_real_hostile_comm_parses(children, name, expected):
     child = children(name=name)
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     p = table.get(child.pid)
     assert p.comm == expected and p.ppid == os.getpid()
     table.sample_cpu()
@@ -280,13 +292,13 @@ def test_real_hostile_comm_parses(children, name, expected):
 def test_a_process_exiting_between_refresh_and_sample_is_dropped_quietly(children):
     child = children()
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     p = table.get(child.pid)
     kill_and_reap(child)
     assert table.sample_memory() == 1
     assert not p.alive and table.get(child.pid) is None
     assert table.sample_cpu() == 0 and table.sample_io() == 0
-    _, removed = table.refresh()
+    _, removed = refreshed(table)
     assert p in removed
 
 
@@ -294,7 +306,7 @@ def test_rank_memory_follows_oom_score_adj(children):
     favoured = children(oom_score_adj=800)
     others = [children() for _ in range(2)]
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     table.sample_memory()
     ranked = table.rank_memory(len(table))
     assert ranked[0].pid == favoured.pid
@@ -304,7 +316,7 @@ def test_rank_memory_follows_oom_score_adj(children):
 
 def test_oom_score_zero_is_never_ranked_even_when_eligible():
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     kthreads = [p for p in table.entries() if p.kthread]
     if not kthreads:
         pytest.skip("no kernel threads in this PID namespace")
@@ -322,7 +334,7 @@ def test_oom_score_adj_minus_1000_is_never_ranked(children):
     except PermissionError:
         pytest.skip("lowering oom_score_adj needs CAP_SYS_RESOURCE")
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     table.sample_memory()
     assert table.get(protected.pid).oom_score == 0
     assert protected.pid not in {p.pid for p in table.rank_memory(len(table))}
@@ -331,7 +343,7 @@ def test_oom_score_adj_minus_1000_is_never_ranked(children):
 def test_open_pidfd_names_the_live_process(children):
     child = children()
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     pidfd = table.open_pidfd(table.get(child.pid))
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # our own child, by pidfd
@@ -344,7 +356,7 @@ def test_open_pidfd_names_the_live_process(children):
 def test_open_pidfd_refuses_a_killed_process(children):
     child = children()
     table = ProcTable()
-    table.refresh()
+    refreshed(table)
     stale = table.get(child.pid)
     kill_and_reap(child)
     with pytest.raises(ProcessLookupError):  # the entry is still in the table
@@ -362,7 +374,7 @@ def test_open_pidfd_refuses_a_reused_pid(tree, children):
     real_stat = open(f"/proc/{child.pid}/stat", "rb").read()
     tree.add_process(child.pid, comm=b"python", starttime=1)  # the old process
     table = ProcTable(tree.root, self_pid=1)
-    table.refresh()
+    refreshed(table)
     tree.write(f"{child.pid}/stat", real_stat)  # now the stat of the live child
     with pytest.raises(ProcessLookupError):
         table.open_pidfd(table.get(child.pid))
@@ -375,16 +387,21 @@ def test_running_out_of_fds_degrades_without_failing():
     code = textwrap.dedent("""
         import os, resource, subprocess, sys
         from oorkiller.proc._proctable import ProcTable
+        def refreshed(t):          # every user process a candidate: the table samples candidates
+            added, removed = t.refresh()
+            for p in added:
+                p.eligible = not p.kthread
+            return added, removed
         table = ProcTable()
-        table.refresh()
+        refreshed(table)
         open_now = len(os.listdir("/proc/self/fd"))
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         kids = [subprocess.Popen(["sleep", "30"], close_fds=True) for _ in range(8)]
-        added, _ = table.refresh()
+        added, _ = refreshed(table)
         table.sample_memory(); table.sample_cpu()
         found = [table.get(k.pid) for k in kids]
         resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-        added_later, _ = table.refresh()
+        added_later, _ = refreshed(table)
         table.sample_memory()
         missing = [k.pid for k in kids if table.get(k.pid) is None]
         unheld = [p for p in table.entries() if p.held_fds == 0]
@@ -408,7 +425,7 @@ def test_read_stat_refreshes_one_entry_and_refuses_a_dead_one():
                              stdin=subprocess.PIPE)
     try:
         table = ProcTable("/proc", self_pid=os.getpid())
-        table.refresh()
+        refreshed(table)
         entry = table.get(child.pid)
         first = entry.cpu_ticks
         import time

@@ -331,30 +331,3 @@ def _rule_cutoff(rules, dir_path: str, now: float) -> int:
     ages = [r.min_age for r in rules
             if dir_path == r.path or (r.recursive and dir_path.startswith(r.path + "/"))]
     return int((now - min(ages, default=0.0)) * 1e9)
-
-
-# ------------------------------------------------------------------ worker
-class CleanupWorker:
-    """Runs one disk's passes on a thread of their own, never two at once, so
-    deleting many files delays no monitor and no other action."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.thread: threading.Thread | None = None
-        self.stopping = threading.Event()
-
-    @property
-    def busy(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def start(self, job) -> bool:
-        if self.busy:
-            return False
-        self.thread = threading.Thread(target=job, name=f"clean-{self.name}", daemon=True)
-        self.thread.start()
-        return True
-
-    def stop(self, timeout: float = 0.5) -> None:
-        self.stopping.set()
-        if self.busy:
-            self.thread.join(timeout)

@@ -91,7 +91,7 @@ class Running:
 
 
 class Hooks:
-    """`Hooks(config.hooks, writer)`: what the Executor calls around actions."""
+    """`Hooks(config.hooks, writer)`: what the engine calls around every record it writes."""
 
     def __init__(self, hooks, writer):
         self.writer = writer
@@ -323,27 +323,3 @@ def _os_error_text(err: Exception) -> str:
         name = f" {err.filename}" if err.filename else ""
         return f"{os.strerror(err.errno)}{name}"
     return str(err)
-
-
-class HookedWriter:
-    """A RecordWriter that also starts the `after` hooks of what it records.
-
-    The Executor calls the hooks of `term`, `kill` and `reclaimed` itself
-    (with a `before` stage); every other action event (cleanup, truncate,
-    duplicate-mac, down, nothing-to-kill, ...) is recorded by a monitor, and
-    handing the monitors this writer is how those reach the hooks.
-    """
-
-    EXECUTOR_EVENTS = frozenset({"term", "kill", "reclaimed"})
-
-    def __init__(self, writer, hooks: Hooks):
-        self.writer = writer
-        self.hooks = hooks
-
-    def emit(self, event, level="info", **fields):
-        self.writer.emit(event, level, **fields)
-        if event not in self.EXECUTOR_EVENTS and event != "error":
-            self.hooks.after(event, fields)
-
-    def __getattr__(self, name):          # close(), and whatever else the writer offers
-        return getattr(self.writer, name)

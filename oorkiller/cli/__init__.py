@@ -61,30 +61,16 @@ def cmd_events(args) -> int:
     return events.run_from_args(args)
 
 
-class _NullWriter:
-    def emit(self, *_a, **_k):
-        pass
-
-    def close(self):
-        pass
-
-
-def _quiet_context(config):
-    """A context whose monitors read and rank but can never act."""
-    from oorkiller.act.engine import Executor
-    from oorkiller.shields.base import Context
+def _build_shield(name: str, config):
+    """A shield that reads and ranks; nothing here hands its decisions to an
+    engine, so it can never act."""
     from oorkiller.judge.rules import RuleSet
-    writer = _NullWriter()
-    return Context(config=config, writer=writer, executor=Executor(writer),
-                   rules=RuleSet(config), dry_run=True)
-
-
-def _build_monitor(section: str, config):
-    from oorkiller.daemon import raise_fd_limit
-    from oorkiller.shields import monitor_class
+    from oorkiller.proc._proctable import raise_fd_limit
+    from oorkiller.shields import shield_class
+    from oorkiller.shields.base import Context
     raise_fd_limit()
-    cls = monitor_class(section)
-    return None if cls is None else cls(_quiet_context(config))
+    cls = shield_class(name)
+    return None if cls is None else cls(Context(config=config, rules=RuleSet(config)))
 
 
 def warn_if_processes_hidden() -> None:
@@ -98,13 +84,12 @@ def warn_if_processes_hidden() -> None:
 def cmd_candidates(args) -> int:
     config, _ = resolve_config(args.config)
     warn_if_processes_hidden()
-    section = args.resource
-    monitor = _build_monitor(section, config)
-    if monitor is None:
-        print(f"oorkiller: the {section} shield is not available in this build", file=sys.stderr)
+    name = args.resource
+    shield = _build_shield(name, config)
+    if shield is None:
+        print(f"oorkiller: the {name} shield is not available in this build", file=sys.stderr)
         return EXIT_FATAL
-    result = monitor.candidates(args.top)
-    result = {"resource": section, **result}
+    result = {"resource": name, **shield.candidates(args.top)}
     if args.json:
         print(json.dumps(_jsonable(result), indent=None))
     else:
@@ -114,28 +99,24 @@ def cmd_candidates(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from oorkiller.shields import enabled_sections
+    from oorkiller.shields import enabled_shields
     config, _ = resolve_config(args.config)
     rows = []
-    for section in enabled_sections(config):
+    for name in enabled_shields(config):
         try:
-            monitor = _build_monitor(section, config)
-            if monitor is None:
-                rows.append({"resource": section, "state": "unavailable"})
+            shield = _build_shield(name, config)
+            if shield is None:
+                rows.append({"resource": name, "state": "unavailable"})
                 continue
-            rows.extend(_as_list(monitor.status()))
+            rows.extend(shield.status())
         except Exception as err:   # one broken reading must not hide the others
-            rows.append({"resource": section, "state": "error", "reason": f"{type(err).__name__}: {err}"})
+            rows.append({"resource": name, "state": "error", "reason": f"{type(err).__name__}: {err}"})
     if args.json:
         print(json.dumps(_jsonable({"time": time.time(), "resources": rows})))
     else:
         from oorkiller.cli.display import print_status
         print_status(rows, sys.stdout)
     return EXIT_OK
-
-
-def _as_list(value):
-    return value if isinstance(value, list) else [value]
 
 
 def _jsonable(value):

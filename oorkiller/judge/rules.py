@@ -2,7 +2,7 @@
 
 A verdict is computed once, when a process is first seen by a process table
 (and again after a reload, or when an excluded process takes a new name: see
-ProcessMonitor.rejudge_renamed), and stored in the table's entry (`eligible`,
+ProcessShield.rejudge_renamed), and stored in the table's entry (`eligible`,
 `adjust`, `note`), so the hot path never runs a regex.
 
 Matching semantics: every key of a match must hold; every matching

@@ -21,20 +21,13 @@ Three pieces, in the order a shield uses them:
   unit falls back to the process alone when the unit is refused. Among the
   units that reach `min_share`, victims.choose applies the four rules.
 
-`follow_unit()` signals what joins a chosen group after the choice (a fork
-bomb), never a process outside the group or the scope.
 """
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from oorkiller.judge import choice as victims
-from oorkiller.proc.cgroup import read_cgroup
 
 LEVELS = ("process", "process_group", "cgroup")   # the order `auto` tries
 
@@ -203,57 +196,6 @@ def _best(candidates: list[UnitUsage], min_share: int) -> Choice | None:
         return None
     unit = next(u for u, c in pairs if c is picked)
     return Choice(unit, picked)
-
-
-# ------------------------------------------------------------------ following a group
-
-def follow_unit(make_table, rules, unit: UnitUsage, known_pids, until: threading.Event,
-                longest: float, on_late=None, every: float = 0.05) -> int:
-    """Re-scan for processes that joined the chosen group or cgroup after the
-    choice (a fork bomb's children) and SIGKILL them through a pidfd.
-
-    Runs on its own thread with its own process table (tables are not shared
-    between threads). A process is signalled only if it is a candidate under
-    the rules (scope included) and, read after its pidfd was taken, is still in
-    the unit: a PID reused by a process outside the unit is never hit.
-    Stops when `until` is set and one more pass found nothing, or after
-    `longest` seconds. Returns how many processes it signalled.
-    """
-    table = make_table()
-    key_of = _key_of(unit.kind, lambda p: read_cgroup(table, p))
-    signalled, seen = 0, set(known_pids)
-    deadline = time.monotonic() + longest
-    try:
-        while time.monotonic() < deadline:
-            added, _ = table.refresh()
-            rules.apply(table, added)
-            late = [p for p in added if p.pid not in seen and p.eligible and key_of(p) == unit.key]
-            for proc in late:
-                seen.add(proc.pid)
-                if _kill_through_pidfd(table, proc):
-                    signalled += 1
-                    if on_late is not None:
-                        on_late(proc)
-            if until.is_set() and not late:
-                break
-            time.sleep(every)
-    finally:
-        table.close()
-    return signalled
-
-
-def _kill_through_pidfd(table, proc) -> bool:
-    try:
-        pidfd = table.open_pidfd(proc)      # checks it is still the process listed
-    except (ProcessLookupError, OSError):
-        return False
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        return True
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(pidfd)
 
 
 def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,

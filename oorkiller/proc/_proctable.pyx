@@ -440,7 +440,7 @@ cdef class ProcTable:
             return None
         self._next_serial += 1
         p.serial = self._next_serial
-        p.eligible = not (p.kthread or pid == self.self_pid)
+        p.eligible = False     # not judged yet: judge/rules.py alone decides who is a candidate
         self._by_pid[pid] = p
         return p
 

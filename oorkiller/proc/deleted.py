@@ -6,9 +6,7 @@ link reaches the open file itself, whose link count is 0 once it has no name.
 The same file open in several processes (or several fds) is one file, keyed
 by (device, inode); its space is st_blocks*512, what truncating it gives back.
 
-Truncation reopens the file through the magic link /proc/PID/fd/N and checks
-that the descriptor it got is still that deleted inode on that device before
-`ftruncate`, so an fd number closed and reused meanwhile is never truncated.
+Truncating one (act/truncate.py) is an action, not a reading.
 """
 from __future__ import annotations
 
@@ -74,25 +72,3 @@ def _original_path(link: str) -> str:
 
 def matches(path: str, globs) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in globs)
-
-
-def truncate(entry: OpenDeleted, proc_root: str = "/proc") -> tuple[int, int] | None:
-    """Truncate a deleted-open file to 0 through one of its holders; returns
-    (pid, bytes freed) or None when every holder is gone or changed."""
-    for pid, fd_number in entry.holders:
-        try:
-            fd = os.open(f"{proc_root}/{pid}/fd/{fd_number}",
-                         os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # follows the magic link
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (entry.device, entry.inode) or st.st_nlink != 0:
-                continue                           # the fd number now means another file
-            os.ftruncate(fd, 0)
-            return pid, entry.nbytes
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return None

@@ -5,9 +5,9 @@ continuation lines ` KEY=VALUE`. EPIPE means records were overwritten before
 they could be read; that gap is reported, never hidden.
 """
 import os
-import re
 import time
 
+from oorkiller.proc.kmsg import parse_kmsg_entry
 from oorkiller.record import logfmt
 
 READ_SIZE = 8192         # a kmsg read() needs room for a whole record
@@ -78,30 +78,6 @@ def _records_from(stream, since_usec):
             yield record
     if overwritten:
         yield {"event": "lost", "count": None}
-
-
-def parse_kmsg_entry(raw):
-    """One kmsg read(): `prio,seq,usec,flags[,...];text\\n[ KEY=VALUE\\n...]`.
-
-    Returns {"prio", "seq", "usec", "text" (bytes, the kernel's `\\xNN`
-    escapes undone)}, or None for something unreadable.
-    """
-    head, separator, rest = raw.partition(b";")
-    parts = head.split(b",")
-    if not separator or len(parts) < 3:
-        return None
-    try:
-        prio, seq, usec = int(parts[0]), int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
-    text = rest.split(b"\n", 1)[0]
-    return {"prio": prio, "seq": seq, "usec": usec, "text": _kernel_unescape(text)}
-
-
-def _kernel_unescape(text):
-    # The kernel writes every byte < 0x20, >= 0x7f and the backslash itself
-    # as \xNN, so each \xNN in its output is one escaped byte.
-    return re.sub(rb"\\x([0-9a-fA-F]{2})", lambda match: bytes([int(match.group(1), 16)]), text)
 
 
 def _own_record(entry):

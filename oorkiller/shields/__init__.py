@@ -1,4 +1,4 @@
-"""One shield per resource. `MONITORS` maps a shield's name (the `resource=`
+"""One shield per resource. `SHIELDS` maps a shield's name (the `resource=`
 of its records; the `disk` shield reads the `disks:` section) to its class;
 a shield is registered here and nowhere else."""
 from __future__ import annotations
@@ -7,17 +7,17 @@ import importlib
 
 # name -> "module:Class"; imported lazily so a broken shield cannot stop the
 # others from loading.
-MONITORS = {
-    "memory": "oorkiller.shields.memory:MemoryMonitor",
-    "cpu": "oorkiller.shields.cpu:CpuMonitor",
-    "disk": "oorkiller.shields.disk:DiskMonitor",
-    "io": "oorkiller.shields.io:IoMonitor",
-    "network": "oorkiller.shields.network:NetworkMonitor",
+SHIELDS = {
+    "memory": "oorkiller.shields.memory:MemoryShield",
+    "cpu": "oorkiller.shields.cpu:CpuShield",
+    "disk": "oorkiller.shields.disk:DiskShield",
+    "io": "oorkiller.shields.io:IoShield",
+    "network": "oorkiller.shields.network:NetworkShield",
 }
 
 
-def monitor_class(section: str):
-    module_name, _, class_name = MONITORS[section].partition(":")
+def shield_class(name: str):
+    module_name, _, class_name = SHIELDS[name].partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -27,16 +27,16 @@ def monitor_class(section: str):
     return getattr(module, class_name)
 
 
-def enabled_sections(config) -> list[str]:
-    sections = []
+def enabled_shields(config) -> list[str]:
+    names = []
     if config.memory.enabled:
-        sections.append("memory")
+        names.append("memory")
     if config.cpu.enabled:
-        sections.append("cpu")
+        names.append("cpu")
     if config.disks:
-        sections.append("disk")
+        names.append("disk")
     if config.io.enabled:
-        sections.append("io")
+        names.append("io")
     if config.network.duplicate_mac.enabled:
-        sections.append("network")
-    return sections
+        names.append("network")
+    return names

@@ -1,53 +1,64 @@
-"""What every resource monitor is, and what it is given.
+"""What every shield is, what it is given, and what it returns.
 
-A monitor owns its readers (held fds) and, when it picks victims, its own
-process table, so no two threads share a native object. `step()` reads once,
-judges once, hands any action to the Executor and returns how long to sleep;
-it never waits for an action to finish.
+The contract, for every shield:
+
+- `step(now) -> Step`: read once, judge once; the Step says how long to
+  sleep before the next step and carries the decisions made (values from
+  judge/decision.py). A shield never acts and never writes a record: the
+  daemon hands the decisions to the action engine, which fills in their
+  outcome; the shield reads that outcome at a later step, on its own thread.
+- `interval`: the longest time between two steps.
+- `status() -> list[dict]`: one row per watched thing (a resource, a disk, a
+  device), each with `resource` and `state` (ok | acting | ...) and the
+  reading and levels in exact numbers (bytes, fractions, seconds).
+- `candidates(top) -> dict`: `{"ranked": [...], "excluded": [...]}` as
+  `oorkiller candidates` shows them (only shields that choose victims).
+- `close()`: give back every descriptor.
+
+A shield owns its readers (held fds) and, when it picks victims, its own
+process table: no two threads share a native object.
 """
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Context:
-    """What the daemon hands to every monitor."""
+    """What the daemon hands to every shield."""
     config: object                     # the whole Config
-    writer: object                     # RecordWriter
-    executor: object                   # actions.Executor
-    rules: object                      # rules.RuleSet
-    dry_run: bool = False
+    rules: object                      # judge.rules.RuleSet
     proc_root: str = "/proc"
     sys_root: str = "/sys"
     self_pid: int = field(default_factory=os.getpid)
 
 
-class Monitor:
+@dataclass
+class Step:
+    sleep: float                       # seconds until the next step
+    decisions: list = field(default_factory=list)
+
+
+class Shield:
     name = "base"
 
     def __init__(self, context: Context):
         self.context = context
         self.last_step = 0.0            # monotonic time of the last completed step
         self.state = "ok"               # ok | acting
-        self.wake = threading.Event()   # set to cut a sleep short (stop, reload)
 
     @property
     def interval(self) -> float:
         raise NotImplementedError
 
-    def step(self, now: float) -> float:
-        """One reading and judgement; returns the seconds until the next step."""
+    def step(self, now: float) -> Step:
         raise NotImplementedError
 
-    def status(self) -> dict:
-        """The current reading, the configured levels, the state."""
+    def status(self) -> list[dict]:
         raise NotImplementedError
 
     def candidates(self, top: int) -> dict:
-        """{'ranked': [...], 'excluded': [...]} as `oorkiller candidates` shows."""
         return {"ranked": [], "excluded": []}
 
     def close(self) -> None:

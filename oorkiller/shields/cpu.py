@@ -8,34 +8,25 @@ shorter burst never triggers.
 
 Only while every condition holds does the shield sample the processes
 (`ProcTable.sample_cpu`, one pread per process), so an idle or merely busy
-machine costs three small reads per interval. The samples of the stretch form
-the window (shares.UsageWindow), so once the conditions have held for `for`,
-the culprit is measured over exactly that time: what each process used in it,
-not its lifetime total. A unit (process, process group or cgroup, `kill:`) is
-killed only if it used at least `min_share` of all CPUs over the window.
-
-After an action is over, a `cooldown` passes and the conditions must hold a
-whole `for` again: the load average lags by a minute, and the next decision
-must see the machine as it is without the last victim.
+machine costs three small reads per interval; the window, `min_share`, the
+choice of the unit and the cooldown are the windowed base's
+(shields/windowed.py).
 """
 from __future__ import annotations
 
-import threading
 import time
 
 from oorkiller.judge import shares
-from oorkiller.proc._proctable import ProcTable
 from oorkiller.proc._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
-from oorkiller.act.engine import KILL_WAIT
-from oorkiller.shields.process import HZ, ProcessMonitor
 from oorkiller.quantities import format_percent
+from oorkiller.shields.base import Step
+from oorkiller.shields.process import HZ
+from oorkiller.shields.windowed import CANDIDATE_WINDOW, WindowedShield
 
-CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures busy over when it has no history
-FOLLOW_EXTRA = 2.0         # seconds a group is followed beyond its action's longest time
 
 
-class CpuMonitor(ProcessMonitor):
+class CpuShield(WindowedShield):
     name = "cpu"
     HOLD = "stat"
 
@@ -49,17 +40,14 @@ class CpuMonitor(ProcessMonitor):
         self.times = parse_cpu_stat(self.stat_file.read())
         self.reading: dict | None = None         # the last judged reading
         self.held_since: float | None = None     # when every condition began to hold
-        self.action = None                       # our action under way, if any
-        self.cooldown_until = 0.0
-        self.said_nothing = False                # nothing-to-kill recorded in this stretch
 
     @property
     def cfg(self):
         return self.context.config.cpu
 
     @property
-    def interval(self) -> float:
-        return self.cfg.interval
+    def windows(self) -> list:
+        return [self.window]
 
     # ------------------------------------------------------------- reading
     def read(self, everything: bool = True) -> dict:
@@ -103,33 +91,28 @@ class CpuMonitor(ProcessMonitor):
         return True, ", ".join(parts) + f" for {cfg.for_:g}s"
 
     # ------------------------------------------------------------- stepping
-    def step(self, now: float) -> float:
+    def step(self, now: float) -> Step:
         reading = self.read(everything=False)
-        waiting = self.busy_for(now)
-        if waiting is not None:
-            return waiting
+        if self.waiting_for_action(now):
+            return self.wait_step(now)
         holding, reason = self.conditions(reading)
         if not holding:
-            self._end_stretch()
-            return self.interval
+            self.end_stretch()
+            return Step(self.interval)
         if self.held_since is None:
             self.held_since = now
         self.sample(self.window, now)
-        if now - self.held_since >= self.cfg.for_:
-            self._decide(reason)
-        return self.interval
+        if now - self.held_since < self.cfg.for_:
+            return Step(self.interval)
+        decision = self.decide(self.window.usage(), self.capacity(self.window), reason,
+                               {"window": f"{self.window.seconds:.0f}s"},
+                               nothing=f"no unit used {format_percent(self.cfg.min_share)} of the CPUs "
+                                       f"(min_share) over {self.window.seconds:.0f}s")
+        return Step(self.interval, [decision] if decision is not None else [])
 
-    def _end_stretch(self) -> None:
-        if self.held_since is not None:
-            self.held_since = None
-            self.window.clear()
-            self.release_table()         # a healthy machine costs no process table
-        self.said_nothing = False
-
-    def _action_over(self, now: float) -> None:
-        self.action = None
-        self.cooldown_until = now + self.cfg.cooldown
-        self._end_stretch()          # the next decision needs a whole fresh window
+    def end_stretch(self) -> None:
+        self.held_since = None
+        super().end_stretch()
 
     # ------------------------------------------------------------- measuring
     def sample(self, window: shares.UsageWindow, now: float) -> None:
@@ -143,61 +126,8 @@ class CpuMonitor(ProcessMonitor):
         """Ticks all CPUs could have run over the window."""
         return (self.reading or self.read())["ncpu"] * window.seconds * HZ
 
-    def min_share(self) -> int:
-        return int(round(self.cfg.min_share * 1000))
-
-    # ------------------------------------------------------------- acting
-    def _decide(self, reason: str) -> None:
-        choice = shares.choose(self.cfg.kill, self.table.entries(), self.window.usage(),
-                               self.capacity(self.window), self.min_share(),
-                               self.context.self_pid, self.cgroup_of)
-        if choice is None:
-            self._nothing_to_kill(reason)
-            return
-        unit = choice.unit
-        members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
-        share = format_percent(unit.share / 1000)
-        fields = {"user": unit.leader.uid, "score": choice.candidate.score, "share": share,
-                  "window": f"{self.window.seconds:.0f}s"}
-        action = self.submit(members, reason, fields, term_timeout=self.cfg.term_timeout,
-                             unit_kind=unit.kind, unit_key=unit.key, refused=choice.fallback_reason,
-                             measure=lambda: {"share": share})
-        if action is None:
-            return                               # all gone already, or one under way
-        self.action = action
-        self.state = "acting"
-        if unit.kind != "process" and not self.context.dry_run:
-            self._follow(unit, action, {t.pid for t in action.targets})
-
-    def _follow(self, unit, action, known_pids) -> None:
-        """Catch what the group forks after the choice, on a thread of its own."""
-        context = self.context
-        longest = self.cfg.term_timeout + KILL_WAIT + FOLLOW_EXTRA
-
-        def run():
-            late = shares.follow_unit(lambda: ProcTable(context.proc_root, context.self_pid),
-                                      context.rules, unit, known_pids, action.done, longest)
-            if late:
-                context.writer.emit(
-                    "kill", "warning", resource=self.name, pid=unit.leader.pid,
-                    name=unit.leader.comm, unit=unit.kind, group=unit.key, processes=late,
-                    signal="SIGKILL", reason=f"joined {unit.kind} {unit.key} after it was chosen",
-                    dry_run="no")
-
-        threading.Thread(target=run, name="cpu-follow", daemon=True).start()
-
-    def _nothing_to_kill(self, reason: str) -> None:
-        if self.said_nothing:
-            return                               # once per stretch, not per reading
-        self.said_nothing = True
-        self.context.writer.emit(
-            "nothing-to-kill", "info", resource=self.name,
-            reason=f"{reason}; no unit used {format_percent(self.cfg.min_share)} of the CPUs "
-                   f"(min_share) over {self.window.seconds:.0f}s",
-            dry_run="yes" if self.context.dry_run else "no")
-
     # ------------------------------------------------------------- reporting
-    def status(self) -> dict:
+    def status(self) -> list[dict]:
         reading = self.reading
         if reading is None:                      # a fresh monitor (`oorkiller status`)
             time.sleep(STATUS_WINDOW)
@@ -214,7 +144,7 @@ class CpuMonitor(ProcessMonitor):
             "ncpu": reading["ncpu"], "held_for": round(held, 1), "for": cfg.for_,
             "min_share_pct": round(cfg.min_share * 100, 1),
         }
-        return out
+        return [out]
 
     def candidates(self, top: int) -> dict:
         """Units ranked by what they used over a short window measured now."""
@@ -224,9 +154,7 @@ class CpuMonitor(ProcessMonitor):
         time.sleep(CANDIDATE_WINDOW)
         self.read()
         self.sample(window, time.monotonic())
-        ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), window.usage(),
-                                          self.capacity(window), self.min_share(),
-                                          self.context.self_pid, self.cgroup_of)
+        ranked, excluded = self.ranked(window.usage(), self.capacity(window))
         return {"ranked": ranked[:top], "excluded": excluded}
 
     def close(self) -> None:

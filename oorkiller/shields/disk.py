@@ -1,10 +1,11 @@
 """The disk shield: free space and free inodes of each watched file system.
 
 Each `disks` entry is one file system with its own levels. Below `clean` the
-operator's cleanup rules run (on a worker thread of their own, see
-cleanup.py) until `until` is reached, and deleted-but-open files are
-reported, those matching `truncate_deleted` truncated. Below `kill` the
-process writing to that file system faster than `writer_rate` is killed.
+shield asks for a cleanup pass of the operator's rules (the engine runs it on
+a worker of its own, act/cleanup.py) until `until` is reached, and
+deleted-but-open files are reported, those matching `truncate_deleted`
+truncated. Below `kill` the process writing to that file system faster than
+`writer_rate` is killed.
 
 Write rate: Δ(write_bytes − cancelled_write_bytes) of /proc/PID/io between
 two samples of the process table, taken while a disk is below `clean` so a
@@ -17,17 +18,18 @@ writing (fdinfo flags O_WRONLY/O_RDWR) on that device.
 from __future__ import annotations
 
 import collections
+import functools
 import os
-import sys
 import time
 
-from oorkiller.act import cleanup
-from oorkiller.proc import deleted
 from oorkiller.judge import choice as victims
-from oorkiller.shields.process import ProcessMonitor
+from oorkiller.judge.decision import Cleanup, Notice, Truncate
+from oorkiller.proc import deleted
 from oorkiller.proc.fds import open_files, opened_for_writing
 from oorkiller.proc.mounts import MountError, read_mounts, resolve
 from oorkiller.quantities import format_size
+from oorkiller.shields.base import Step
+from oorkiller.shields.process import ProcessShield
 
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})  # no write_bytes
 FILL_WINDOW = 60.0       # seconds of readings behind time_to_full
@@ -64,7 +66,7 @@ def format_time_to_full(seconds: float | None) -> str:
 
 
 class Disk:
-    """One `disks` entry: its mount, levels, recent readings, cleanup worker."""
+    """One `disks` entry: its mount, levels, recent readings, its cleanup pass."""
 
     def __init__(self, cfg, index: int):
         self.cfg = cfg
@@ -76,7 +78,7 @@ class Disk:
         self.state = "ok"
         self.reason = ""
         self.due = 0.0
-        self.worker = cleanup.CleanupWorker(f"disk{index}")
+        self.cleaning: Cleanup | None = None  # the last cleanup pass asked for
         self.deleted_bytes = 0
         self.deleted_files = 0
 
@@ -124,7 +126,13 @@ class Disk:
         return min(estimates) if estimates else None
 
 
-class DiskMonitor(ProcessMonitor):
+def free_after(path: str) -> dict:
+    """For the `reclaimed` record of a writer's kill (read on the engine's worker)."""
+    r = Reading(os.statvfs(path), time.monotonic())
+    return {"path": path, "free_after": format_size(r.free)}
+
+
+class DiskShield(ProcessShield):
     name = "disk"
     HOLD = "io"
 
@@ -135,22 +143,19 @@ class DiskMonitor(ProcessMonitor):
         self.written: dict[int, tuple[float, int]] = {}   # serial -> (at, bytes written)
         self.rates: dict[int, float] = {}     # serial -> bytes/s over the last sample
         self.deleted_at = 0.0
+        self.decisions: list = []             # made since the last step returned
         self._resolve_all()
 
     @property
     def interval(self) -> float:
         return min((d.cfg.interval for d in self.disks), default=5.0)
 
-    def _error(self, key, **fields) -> None:
+    def _error(self, key, reason: str, **fields) -> None:
+        """A problem of this shield, recorded once."""
         if key in self.reported:
             return
         self.reported.add(key)
-        self.context.writer.emit("error", "err", resource="disk", **fields)
-
-    def _debug(self, text: str) -> None:
-        log = self.context.config.log
-        if log.stderr and log.level == "debug":
-            sys.stderr.write(f"oorkiller-debug: {text}\n")
+        self.decisions.append(Notice(self.name, reason, fields, event="error", level="err"))
 
     # ------------------------------------------------------------- mounts
     def _resolve_all(self) -> None:
@@ -176,7 +181,7 @@ class DiskMonitor(ProcessMonitor):
                                    f"(line {first.cfg.line}); only the first entry acts")
 
     # ------------------------------------------------------------- stepping
-    def step(self, now: float) -> float:
+    def step(self, now: float) -> Step:
         if any(d.mount is None for d in self.disks):
             self._resolve_all()
         below_clean = []
@@ -196,55 +201,26 @@ class DiskMonitor(ProcessMonitor):
         elif all(d.state == "ok" for d in self.disks):
             self.written.clear()
             self.release_table()         # a healthy machine costs no process table
-        pending = [d.due for d in self.disks if d.active and d.mount is not None]
-        return max(0.0, min(pending, default=now + self.interval) - time.monotonic())
+        due = [d.due for d in self.disks if d.active and d.mount is not None]
+        sleep = max(0.0, min(due, default=now + self.interval) - time.monotonic())
+        decisions, self.decisions = self.decisions, []
+        return Step(sleep, decisions)
 
     def _step_disk(self, disk: Disk, now: float) -> None:
         reading = Reading(os.statvfs(disk.cfg.path), now)
         disk.reading = reading
         disk.remember(reading)
         disk.state, disk.reason = disk.judge(reading)
-        if disk.state != "ok" and disk.cfg.cleanup and not disk.worker.busy:
-            reason = disk.reason       # the pass outlives this reading
-            disk.worker.start(lambda: self._cleanup_pass(disk, reason))
+        if disk.state != "ok" and disk.cfg.cleanup and (disk.cleaning is None or disk.cleaning.over):
+            disk.cleaning = self._cleanup(disk, reading)
+            self.decisions.append(disk.cleaning)
 
-    # ------------------------------------------------------------- cleanup
-    def _cleanup_pass(self, disk: Disk, reason: str) -> None:
-        """Runs on the disk's cleanup thread; one `cleanup` record per pass."""
-        path = disk.cfg.path
-        try:
-            before = Reading(os.statvfs(path), time.monotonic())
-            lv = disk.levels(before)
-            goal = cleanup.Goal(lambda: os.statvfs(path), lv["until"],
-                                lv["inodes_until"] if before.inodes else None)
-            result = cleanup.run_pass(disk.cfg.cleanup, disk.mount.device, goal,
-                                      keep_names=self.context.config.log.level == "debug",
-                                      dry_run=self.context.dry_run, stop=disk.worker.stopping)
-        except Exception as err:        # a bug in one pass must not end the shield
-            self.context.writer.emit("error", "err", resource="disk", path=path,
-                                     reason=f"cleanup failed: {type(err).__name__}: {err}")
-            return
-        for directory, why in result.refused:
-            self._error(("refused", directory, why), path=path, directory=directory,
-                        reason=f"cleanup directory refused: {why}")
-        for text in result.errors:
-            self._error(("walk", text), path=path, reason=f"cleanup: {text}")
-        for name in result.names:
-            self._debug(f"cleanup {'would delete' if self.context.dry_run else 'deleted'} {name!r}")
-        if result.files == 0 and result.kept_flocked == 0:
-            return                      # nothing allowed to go: no record every interval
-        after = Reading(os.statvfs(path), time.monotonic())
-        fields = dict(resource="disk", path=path, files=result.files, bytes=format_size(result.bytes),
-                      free_before=format_size(before.free), free_after=format_size(after.free),
-                      inodes_before=before.inodes_free, inodes_after=after.inodes_free,
-                      reason=reason,
-                      time_to_full=format_time_to_full(disk.time_to_full()),
-                      dry_run="yes" if self.context.dry_run else "no")
-        if result.kept_flocked:
-            fields["kept_flocked"] = result.kept_flocked
-        if not result.reached:
-            fields["until"] = "not reached"
-        self.context.writer.emit("cleanup", "warning", **fields)
+    def _cleanup(self, disk: Disk, reading: Reading) -> Cleanup:
+        lv = disk.levels(reading)
+        return Cleanup(self.name, disk.reason, {"time_to_full": format_time_to_full(disk.time_to_full())},
+                       path=disk.cfg.path, device=disk.mount.device, rules=tuple(disk.cfg.cleanup),
+                       until_bytes=lv["until"], until_inodes=lv["inodes_until"] if reading.inodes else None,
+                       keep_names=self.context.config.log.level == "debug")
 
     # ------------------------------------------------------------- deleted but open
     def _deleted_open(self, disks: list, now: float, truncate: bool = True) -> None:
@@ -261,21 +237,10 @@ class DiskMonitor(ProcessMonitor):
             disk.deleted_bytes += entry.nbytes
             disk.deleted_files += 1
             if truncate and disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
-                self._truncate(disk, entry)
-
-    def _truncate(self, disk: Disk, entry) -> None:
-        fields = dict(resource="disk", path=disk.cfg.path, file=entry.path,
-                      bytes=format_size(entry.nbytes), reason=disk.reason,
-                      time_to_full=format_time_to_full(disk.time_to_full()),
-                      dry_run="yes" if self.context.dry_run else "no")
-        if self.context.dry_run:
-            self.context.writer.emit("truncate", "warning", pid=entry.holders[0][0], **fields)
-            return
-        done = deleted.truncate(entry, self.context.proc_root)
-        if done is None:
-            return
-        disk.deleted_bytes -= entry.nbytes
-        self.context.writer.emit("truncate", "warning", pid=done[0], **fields)
+                self.decisions.append(Truncate(
+                    self.name, disk.reason, {"path": disk.cfg.path,
+                                             "time_to_full": format_time_to_full(disk.time_to_full())},
+                    entry=entry))
 
     # ------------------------------------------------------------- abnormal writers
     def _sample_writers(self, now: float) -> None:
@@ -296,7 +261,7 @@ class DiskMonitor(ProcessMonitor):
         self.written, self.rates = written, rates
 
     def _kill_writer(self, disk: Disk) -> None:
-        if self.context.executor.busy(self.name) is not None:
+        if self.acting():
             return                       # one victim at a time: wait for it
         limit = disk.cfg.writer_rate
         fast = [p for p in self.table.entries()
@@ -314,15 +279,11 @@ class DiskMonitor(ProcessMonitor):
         fields = {"user": chosen.proc.uid, "score": chosen.score, "path": disk.cfg.path,
                   "rate": f"{format_size(int(rate))}/s",
                   "time_to_full": format_time_to_full(disk.time_to_full())}
-        self.submit([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
-                    measure=lambda: self._regained(disk))
-
-    def _regained(self, disk: Disk) -> dict:
-        r = Reading(os.statvfs(disk.cfg.path), time.monotonic())
-        return {"path": disk.cfg.path, "free_after": format_size(r.free)}
+        self.decisions.append(self.kill([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
+                                        measure=functools.partial(free_after, disk.cfg.path)))
 
     # ------------------------------------------------------------- reporting
-    def status(self) -> list:
+    def status(self) -> list[dict]:
         if all(d.reading is None for d in self.disks):      # `oorkiller status`: a fresh look
             resolved = [d for d in self.disks if d.mount is not None and d.active]
             self.deleted_at = 0.0
@@ -352,10 +313,6 @@ class DiskMonitor(ProcessMonitor):
             rows.append(row)
         return rows
 
-    def close(self) -> None:
-        for disk in self.disks:
-            disk.worker.stop()
-        super().close()
 
 
 def writes_to(table, proc, device: int) -> bool:

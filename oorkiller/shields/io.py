@@ -18,7 +18,8 @@ those few are scanned. A process's share is its bytes over the bytes the device
 moved in the same window, so IO the kernel does for nobody in particular (the
 journal) makes shares smaller, never larger. A unit (`kill:`, auto by default,
 shares.choose) that reaches `min_share` is signalled; SIGTERM, then SIGKILL
-after `term_timeout`; then a `cooldown`, and a whole fresh `for`.
+after `term_timeout`; then a `cooldown`, and a whole fresh `for` (the
+windowed base's, shields/windowed.py).
 """
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ import stat
 import time
 from dataclasses import dataclass
 
-from oorkiller.proc import diskstats
-from oorkiller.proc.fds import open_files
 from oorkiller.judge import shares
+from oorkiller.judge.decision import Notice
+from oorkiller.proc import diskstats
 from oorkiller.proc._readers import parse_psi
-from oorkiller.shields.process import ProcessMonitor
+from oorkiller.proc.fds import open_files
 from oorkiller.quantities import format_percent, format_size
+from oorkiller.shields.base import Step
+from oorkiller.shields.windowed import CANDIDATE_WINDOW, WindowedShield
 
-CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 STATUS_WINDOW = 0.25       # seconds `oorkiller status` measures over when it has no history
 TOP_SCANNED = 16           # processes whose open files are looked at, per decision
 
@@ -49,36 +51,30 @@ class Watch:
     reading: object = None               # the last diskstats.DeviceReading
     held_since: float | None = None
     reason: str = ""
-    said_nothing: bool = False           # nothing-to-kill recorded in this stretch
 
     @property
     def dev(self) -> int:
         return os.makedev(self.major, self.minor)
 
 
-class IoMonitor(ProcessMonitor):
+class IoShield(WindowedShield):
     name = "io"
     HOLD = "io"
 
     def __init__(self, context):
         super().__init__(context)
         self.numbers: dict[tuple, set] = {}      # (name, major, minor) -> st_dev set
-        self.action = None
-        self.cooldown_until = 0.0
         self._open_readers()
         self.disks.sample(time.monotonic())      # the baseline of the first reading
-        if not self._anything_configured():
-            context.writer.emit("error", "err", resource=self.name,
-                                reason="io is enabled but no level is set (iops, utilization, "
-                                       "await or pressure.full_avg10): it can never act")
+        self.said_unconfigured = False
 
     @property
     def cfg(self):
         return self.context.config.io
 
     @property
-    def interval(self) -> float:
-        return self.cfg.interval
+    def windows(self) -> list:
+        return [self.window, self.calls, self.device_window]
 
     def _open_readers(self) -> None:
         cfg, root = self.cfg, self.context.proc_root
@@ -150,21 +146,26 @@ class IoMonitor(ProcessMonitor):
         return True, f"{reading.name} " + ", ".join(parts) + f" for {self.cfg.for_:g}s"
 
     # ------------------------------------------------------------- stepping
-    def step(self, now: float) -> float:
+    def step(self, now: float) -> Step:
         readings = self.read(now)
-        waiting = self.busy_for(now)
-        if waiting is not None:
-            return waiting
+        if not self.said_unconfigured and not self._anything_configured():
+            self.said_unconfigured = True
+            return Step(self.interval, [Notice(
+                self.name, "io is enabled but no level is set (iops, utilization, await or "
+                           "pressure.full_avg10): it can never act", event="error", level="err")])
+        if self.waiting_for_action(now):
+            return self.wait_step(now)
         self._judge(readings, now)
         holding = [w for w in self.watches.values() if w.held_since is not None]
         if not holding:
-            self._end_stretch()
-            return self.interval
+            self.end_stretch()
+            return Step(self.interval)
         self.sample(now)
         due = [w for w in holding if now - w.held_since >= self.cfg.for_]
-        if due:
-            self._decide(max(due, key=lambda w: (w.reading.util, w.reading.iops)))
-        return self.interval
+        if not due:
+            return Step(self.interval)
+        decision = self._decide(max(due, key=lambda w: (w.reading.util, w.reading.iops)))
+        return Step(self.interval, [decision] if decision is not None else [])
 
     def _judge(self, readings, now: float) -> None:
         """Start or end each device's stretch. A device without a reading this
@@ -180,20 +181,11 @@ class IoMonitor(ProcessMonitor):
                     watch.held_since = now
             else:
                 watch.held_since = None
-                watch.said_nothing = False
 
-    def _end_stretch(self) -> None:
-        for window in (self.window, self.calls, self.device_window):
-            window.clear()
-        self.release_table()                      # a healthy machine costs no process table
-
-    def _action_over(self, now: float) -> None:
-        self.action = None
-        self.cooldown_until = now + self.cfg.cooldown
+    def action_over(self, now: float) -> None:
         for watch in self.watches.values():
             watch.held_since = None               # the next decision needs a fresh `for`
-            watch.said_nothing = False
-        self._end_stretch()
+        super().action_over(now)
 
     # ------------------------------------------------------------- measuring
     def sample(self, now: float) -> None:
@@ -242,45 +234,23 @@ class IoMonitor(ProcessMonitor):
         moved = self.device_window.usage().get(watch.dev, 0)
         return float(max(moved, sum(attributed.values()), 1))
 
-    def min_share(self) -> int:
-        return int(round(self.cfg.min_share * 1000))
-
-    # ------------------------------------------------------------- acting
-    def _decide(self, watch: Watch) -> None:
+    # ------------------------------------------------------------- deciding
+    def _decide(self, watch: Watch):
         used = self.attributed(watch)
-        capacity = self.capacity(watch, used)
-        choice = shares.choose(self.cfg.kill, self.table.entries(), used, capacity,
-                               self.min_share(), self.context.self_pid, self.cgroup_of)
-        if choice is None:
-            self._nothing_to_kill(watch)
-            return
-        unit = choice.unit
-        members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
-        share, reading = format_percent(unit.share / 1000), watch.reading
-        fields = {"device": watch.name, "user": unit.leader.uid, "score": choice.candidate.score,
-                  "share": share, "io": format_size(unit.used),
-                  "iops": f"{reading.iops:.0f}", "util": format_percent(reading.util),
-                  "await": f"{reading.await_ms:.2f}ms", "window": f"{self.window.seconds:.0f}s"}
-        action = self.submit(members, watch.reason, fields, term_timeout=self.cfg.term_timeout,
-                             unit_kind=unit.kind, unit_key=unit.key, refused=choice.fallback_reason,
-                             measure=lambda: {"device": watch.name, "share": share})
-        if action is None:
-            return                                  # all gone already, or one under way
-        self.action = action
-        self.state = "acting"
+        reading = watch.reading
+        fields = {"device": watch.name, "iops": f"{reading.iops:.0f}",
+                  "util": format_percent(reading.util), "await": f"{reading.await_ms:.2f}ms",
+                  "window": f"{self.window.seconds:.0f}s"}
+        return self.decide(used, self.capacity(watch, used), watch.reason, fields,
+                           nothing=f"no unit with a file open on {watch.name} did "
+                                   f"{format_percent(self.cfg.min_share)} of its IO (min_share) "
+                                   f"over {self.window.seconds:.0f}s")
 
-    def _nothing_to_kill(self, watch: Watch) -> None:
-        if watch.said_nothing:
-            return                                  # once per stretch, not per reading
-        watch.said_nothing = True
-        self.context.writer.emit(
-            "nothing-to-kill", "info", resource=self.name, device=watch.name,
-            reason=f"{watch.reason}; no unit with a file open on {watch.name} did "
-                   f"{format_percent(self.cfg.min_share)} of its IO (min_share) over {self.window.seconds:.0f}s",
-            dry_run="yes" if self.context.dry_run else "no")
+    def unit_fields(self, unit) -> dict:
+        return {"io": format_size(unit.used)}
 
     # ------------------------------------------------------------- reporting
-    def status(self) -> list:
+    def status(self) -> list[dict]:
         if not any(w.reading for w in self.watches.values()):   # a fresh monitor
             time.sleep(STATUS_WINDOW)
             self.read(time.monotonic())
@@ -305,7 +275,7 @@ class IoMonitor(ProcessMonitor):
         return rows
 
     def _state_of(self, watch: Watch) -> str:
-        if self.action is not None and self.action.fields.get("device") == watch.name:
+        if self.acting() and self.pending.fields.get("device") == watch.name:
             return "acting"
         return "ok"
 
@@ -324,9 +294,7 @@ class IoMonitor(ProcessMonitor):
             return {"device": None, "ranked": [], "excluded": []}
         watch = max(watched, key=lambda w: (w.reading.bytes, w.reading.ios))
         used = self.attributed(watch)
-        ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), used,
-                                          self.capacity(watch, used), self.min_share(),
-                                          self.context.self_pid, self.cgroup_of)
+        ranked, excluded = self.ranked(used, self.capacity(watch, used))
         for row in ranked:
             row["device"] = watch.name
         return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded}

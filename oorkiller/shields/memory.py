@@ -9,12 +9,15 @@ crossing is answered with a signal, not with a scan of the process table.
 """
 from __future__ import annotations
 
+import functools
 import signal
 import time
 
 from oorkiller.judge import choice as victims
+from oorkiller.judge.decision import Escalate
 from oorkiller.proc._readers import HeldFile, parse_meminfo, parse_psi
-from oorkiller.shields.process import ProcessMonitor
+from oorkiller.shields.base import Step
+from oorkiller.shields.process import ProcessShield
 from oorkiller.quantities import format_size
 
 WORST_FILL_RATE = 8 << 30   # bytes/s: faster than a hog touching pages can go here
@@ -63,7 +66,17 @@ def excluded_processes(table) -> list[dict]:
     return rows
 
 
-class MemoryMonitor(ProcessMonitor):
+def regained(proc_root: str, available_before: int) -> dict:
+    """What came back after a kill, read afresh (on the engine's worker: its
+    own open of /proc/meminfo, never the shield's held file)."""
+    with open(f"{proc_root}/meminfo", "rb") as f:
+        now = parse_meminfo(f.read()).available
+    return {"available_before": format_size(available_before),
+            "available_after": format_size(now),
+            "regained": format_size(max(now - available_before, 0))}
+
+
+class MemoryShield(ProcessShield):
     name = "memory"
 
     def __init__(self, context):
@@ -81,7 +94,8 @@ class MemoryMonitor(ProcessMonitor):
         self.last_read_at = None
         self.swept_at = 0.0
         self.said_nothing_at = float("-inf")  # when nothing-to-kill was last recorded
-        self.after_death = None               # (last action, MemAvailable first seen after it)
+        self.after_death = None               # (last kill, MemAvailable first seen after it)
+        self.escalated = None                 # the kill we asked to escalate
         self.refresh_table()
 
     @property
@@ -146,13 +160,16 @@ class MemoryMonitor(ProcessMonitor):
         return f"memory PSI full avg10 {full:.2f} >= {limit:g} for {self.cfg.pressure.for_:g}s"
 
     # ------------------------------------------------------------- stepping
-    def step(self, now: float) -> float:
+    def step(self, now: float) -> Step:
         mem = self.read()
         severity, reason = self.judge(mem, now)
         self.severity, self.reason = severity, reason
         lv = self.levels(mem)
+        decisions = []
         if severity:
-            self._act(mem, lv, severity, reason, now)
+            decision = self._act(mem, lv, severity, reason, now)
+            if decision is not None:
+                decisions.append(decision)
         else:
             self.state = "ok"
             if self._near(mem, lv):
@@ -162,7 +179,7 @@ class MemoryMonitor(ProcessMonitor):
                 self.swept_at = now
         sleep = self._next_sleep(mem, lv, now)
         self.last_available, self.last_read_at = mem.available, now
-        return sleep
+        return Step(sleep, decisions)
 
     def _near(self, mem, lv) -> bool:
         headroom = mem.available - lv["term"]
@@ -218,18 +235,21 @@ class MemoryMonitor(ProcessMonitor):
         return found
 
     # ------------------------------------------------------------- acting
-    def _act(self, mem, lv, severity: str, reason: str, now: float) -> None:
+    def _act(self, mem, lv, severity: str, reason: str, now: float):
+        """The decision for a reading below a level: a Kill, an Escalate of
+        the kill under way, a nothing-to-kill Notice, or None (waiting)."""
         self.state = "acting"
-        executor = self.context.executor
-        current = executor.busy(self.name)
-        if current is not None:
+        current = self.pending
+        if self.acting():
             # One victim per shortage: wait for it, but never let a SIGTERM
             # grace period run on while memory falls through the kill level.
-            if severity == "kill" and current.first_signal == signal.SIGTERM:
-                current.escalate.set()
-            return
+            if (severity == "kill" and current.first_signal == signal.SIGTERM
+                    and self.escalated is not current):
+                self.escalated = current
+                return Escalate(self.name, reason, kill=current)
+            return None
         if self._settling(mem, now):
-            return
+            return None
         fresh = self.warm and now - self.warm_at <= 2 * WARM_REFRESH
         need = max(lv["term"] - mem.available, 1)
         chosen = victims.choose(self.evaluate(self.warm, need)) if fresh else None
@@ -242,16 +262,16 @@ class MemoryMonitor(ProcessMonitor):
             chosen = victims.choose(self.evaluate(self._rank(), need))
         self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
         if chosen is None:
-            self._nothing_to_kill(reason)
-            return
+            return self._nothing_to_kill(reason)
         unit = victims.build_unit(self._unit_kind(chosen), chosen.proc, self.table,
                                   self.context.self_pid, self.cgroup_of)
         fields = {"user": chosen.proc.uid, "score": chosen.score, "rss": format_size(chosen.reclaim)}
-        available_at_signal = mem.available
-        self.submit(unit.members, reason, fields, term_timeout=self.cfg.term_timeout,
-                    unit_kind=unit.kind, unit_key=unit.key, refused=unit.fallback_reason,
-                    first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
-                    measure=lambda: self._regained(available_at_signal))
+        members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
+        return self.kill(members, reason, fields, term_timeout=self.cfg.term_timeout,
+                         unit=unit.kind, group=unit.key if unit.kind != "process" else "",
+                         refused=unit.fallback_reason,
+                         first_signal=signal.SIGKILL if severity == "kill" else signal.SIGTERM,
+                         measure=functools.partial(regained, self.context.proc_root, mem.available))
 
     def _settling(self, mem, now: float) -> bool:
         """Just after a victim died, its memory may not show yet: the kernel
@@ -259,8 +279,8 @@ class MemoryMonitor(ProcessMonitor):
         count for a while (seen here: up to a second, hundreds of MiB). Wait
         for it, up to SETTLE, unless memory keeps falling: that is a new
         shortage, and it is answered at once."""
-        last = self.context.executor.last(self.name)
-        if last is None or last.outcome != "dead" or now - last.finished >= SETTLE:
+        last = self.pending
+        if last is None or not last.over or last.outcome != "dead" or now - last.finished >= SETTLE:
             self.after_death = None
             return False
         if self.after_death is None or self.after_death[0] is not last:
@@ -273,22 +293,15 @@ class MemoryMonitor(ProcessMonitor):
             return kind
         return "process" if chosen.enough else "process_group"
 
-    def _regained(self, available_before: int) -> dict:
-        now = parse_meminfo(self.meminfo_file.read()).available
-        return {"available_before": format_size(available_before),
-                "available_after": format_size(now),
-                "regained": format_size(max(now - available_before, 0))}
-
-    def _nothing_to_kill(self, reason: str) -> None:
+    def _nothing_to_kill(self, reason: str):
         now = time.monotonic()
         if now - self.said_nothing_at < 10 * self.interval:
-            return                            # say it once per stretch, not per reading
+            return None                       # say it once per stretch, not per reading
         self.said_nothing_at = now
-        self.context.writer.emit("nothing-to-kill", "info", resource=self.name, reason=reason,
-                                 dry_run="yes" if self.context.dry_run else "no")
+        return self.nothing_to_kill(reason)
 
     # ------------------------------------------------------------- reporting
-    def status(self) -> dict:
+    def status(self) -> list[dict]:
         mem = self.reading or self.read()
         lv = self.levels(mem)
         out = {
@@ -300,7 +313,7 @@ class MemoryMonitor(ProcessMonitor):
         }
         if self.reason:
             out["reason"] = self.reason
-        return out
+        return [out]
 
     def candidates(self, top: int) -> dict:
         ranked = self.table.rank_memory(max(top, 1)) if self._rank() is not None else []

@@ -9,87 +9,29 @@ Each step looks at three sources and merges what they say:
 - the kernel log: a bridge complaining it "received packet on PORT with own
   address as source address", read from /dev/kmsg where the monitor started.
 
-A duplicate is recorded once when it appears (`duplicate-mac`) and once when
-it goes away (`duplicate-mac-cleared`). With `action: down` the newest member
-of a new duplicate (highest ifindex) is set down, but only when it is a VM's
-tap/vnet port; anything else is never touched and the skip is recorded.
+A duplicate is reported once when it appears (`duplicate-mac`) and once when
+it goes away (`duplicate-mac-cleared`). With `action: down` the shield asks
+for the newest member of a new duplicate (highest ifindex) to be set down,
+but only when it is a VM's tap/vnet port; anything else is never touched and
+the skip is recorded.
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
-import struct
-
+from oorkiller.judge.decision import LinkDown, Notice
 from oorkiller.proc import netscan
 from oorkiller.proc import ovs
-from oorkiller.record.reader import parse_kmsg_entry
-from oorkiller.shields.base import Monitor
+from oorkiller.proc.kmsg import KernelLogWatch
+from oorkiller.shields.base import Shield, Step
 
 KERNEL_HOLD = 300.0          # a bridge complaint stays current this long after its last line
-KMSG_READS_PER_STEP = 20000  # bound the work of one step when the log is flooded
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
-IFNAMSIZ = 16
 
 
-class KernelLogWatch:
-    """Reads /dev/kmsg without blocking, from where it was opened onwards."""
-
-    def __init__(self, path: str = "/dev/kmsg"):
-        self.fd = None
-        self.problem = ""
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            os.lseek(self.fd, 0, os.SEEK_END)     # only what happens from now on
-        except OSError as err:
-            self.problem = f"cannot read {path}: {err.strerror}"
-            self.close()
-
-    def kernel_lines(self) -> list[str]:
-        """New lines written by the kernel itself (facility 0: user space
-        cannot forge it through /dev/kmsg)."""
-        lines = []
-        for _ in range(KMSG_READS_PER_STEP if self.fd is not None else 0):
-            try:
-                raw = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:               # overwritten under us: go on
-                continue
-            entry = parse_kmsg_entry(raw) if raw else None
-            if entry is None:
-                if not raw:
-                    break
-                continue
-            if entry["prio"] >> 3 == 0:
-                lines.append(entry["text"].decode("utf-8", "surrogateescape"))
-        return lines
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def set_down(name: str) -> None:
-    """Clear IFF_UP with SIOCSIFFLAGS: what `ip link set NAME down` does,
-    without forking a process from a daemon whose memory is locked."""
-    raw = os.fsencode(name)
-    if not raw or len(raw) >= IFNAMSIZ:
-        raise OSError(22, f"invalid interface name {name!r}")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH22x", raw, 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", raw, flags & ~IFF_UP))
-
-
-class NetworkMonitor(Monitor):
+class NetworkShield(Shield):
     name = "network"
 
     def __init__(self, context):
         super().__init__(context)
+        self.decisions: list = []             # made since the last step returned
         self.current: dict[tuple, netscan.Duplicate] = {}   # key -> what was reported
         self.kernel_seen: dict[tuple, tuple] = {}           # key -> (Duplicate, last seen)
         self.ovs_problem = ""
@@ -130,8 +72,8 @@ class NetworkMonitor(Monitor):
             rows = ovs.list_interfaces()
         except ovs.OvsError as err:
             if str(err) != self.ovs_problem:
-                self.context.writer.emit("error", "err", resource=self.name, source="ovs",
-                                         reason=str(err))
+                self.decisions.append(Notice(self.name, str(err), {"source": "ovs"},
+                                             event="error", level="err"))
             self.ovs_problem = str(err)
             return []
         self.ovs_problem, self.ovs_answered = "", True
@@ -148,7 +90,7 @@ class NetworkMonitor(Monitor):
         return [duplicate for duplicate, _ in self.kernel_seen.values()]
 
     # ------------------------------------------------------------ judging
-    def step(self, now: float) -> float:
+    def step(self, now: float) -> Step:
         links, found, internal = self.scan(now)
         found += self._kernel_findings(now)
         latest = {d.key: d for d in found}
@@ -161,29 +103,27 @@ class NetworkMonitor(Monitor):
                 if self.cfg.action == "down" and duplicate.source != "kernel":
                     self._set_newest_down(duplicate, links, internal)
         self.state = "acting" if self.current else "ok"
-        return self.interval
+        decisions, self.decisions = self.decisions, []
+        return Step(self.interval, decisions)
 
-    def _record(self, event: str, level: str, duplicate, **more) -> None:
-        self.context.writer.emit(event, level, resource=self.name, mac=duplicate.mac,
-                                 interfaces=",".join(duplicate.interfaces), kind=duplicate.kind,
-                                 source=duplicate.source, **duplicate.extra, **more)
+    @staticmethod
+    def describe(duplicate) -> dict:
+        """The record fields that name a duplicate."""
+        return {"mac": duplicate.mac, "interfaces": ",".join(duplicate.interfaces),
+                "kind": duplicate.kind, "source": duplicate.source, **duplicate.extra}
+
+    def _record(self, event: str, level: str, duplicate) -> None:
+        self.decisions.append(Notice(self.name, "", self.describe(duplicate), event=event, level=level))
 
     # ------------------------------------------------------------ acting
     def _set_newest_down(self, duplicate, links, internal) -> None:
-        dry = "yes" if self.context.dry_run else "no"
         refusal, target = self._down_target(duplicate, links, internal)
         if refusal:
-            self._record("down", "info", duplicate, result="skipped", reason=refusal, dry_run=dry)
+            self.decisions.append(Notice(self.name, refusal, {**self.describe(duplicate), "result": "skipped"},
+                                         event="down", level="info"))
             return
-        if not self.context.dry_run:
-            try:
-                set_down(target.name)
-            except OSError as err:
-                self._record("error", "err", duplicate, interface=target.name,
-                             reason=f"cannot set {target.name} down: {err.strerror or err}")
-                return
-        self._record("down", "warning", duplicate, interface=target.name,
-                     ifindex=target.ifindex, dry_run=dry)
+        self.decisions.append(LinkDown(self.name, "", {**self.describe(duplicate), "ifindex": target.ifindex},
+                                       interface=target.name))
 
     def _down_target(self, duplicate, links, internal):
         """(why not, None) or ("", the Link to set down)."""
@@ -200,7 +140,7 @@ class NetworkMonitor(Monitor):
         return "", target
 
     # ------------------------------------------------------------ reporting
-    def status(self):
+    def status(self) -> list[dict]:
         if not self.scanned:
             _, found, _ = self.scan(0.0)
             duplicates = found

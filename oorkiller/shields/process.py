@@ -1,9 +1,10 @@
-"""What every victim-choosing monitor (memory, CPU, disk writers, IO) shares.
+"""What every victim-choosing shield (memory, CPU, IO, disk writers) shares.
 
-Such a monitor owns its process table (a native table is never shared between
-threads), judges each new entry once with the rules, caches each entry's
-cgroup, and hands its decision to the executor as an Action addressed through
-pidfds.
+Such a shield owns its process table (a native table is never shared between
+threads), judges each new entry with the rules, caches each entry's cgroup,
+and turns its choice into a Kill decision. It keeps the Kill it returned
+(`pending`) and reads the outcome from it: one action per resource at a time,
+then a cooldown where the shield asks for one.
 """
 from __future__ import annotations
 
@@ -11,24 +12,27 @@ import os
 import signal
 import time
 
+from oorkiller.judge.decision import Kill, Notice
 from oorkiller.proc._proctable import ProcTable
 from oorkiller.proc._readers import HeldFile
-from oorkiller.act.engine import Action, close_targets, take_targets
-from oorkiller.shields.base import Monitor
 from oorkiller.proc.cgroup import CgroupCache
+from oorkiller.shields.base import Shield
 
 HZ = os.sysconf("SC_CLK_TCK")
 YOUNG = 2.0     # seconds after its birth during which an excluded process is re-checked
 
 
-class ProcessMonitor(Monitor):
-    HOLD = "oom_score"       # the one file per process this monitor samples
+class ProcessShield(Shield):
+    HOLD = "oom_score"       # the one file per process this shield samples
 
     def __init__(self, context):
         super().__init__(context)
         self._table = None
         self.cgroup_of = CgroupCache(lambda: self.table)   # serial -> cgroup path, read once
         self.young: list = []                 # excluded entries born less than YOUNG ago
+        self.pending: Kill | None = None      # our kill under way, or the last one
+        self.handled: Kill | None = None      # the last kill whose end was seen
+        self.cooldown_until = 0.0
 
     @property
     def table(self) -> ProcTable:
@@ -50,21 +54,7 @@ class ProcessMonitor(Monitor):
     def close(self) -> None:
         self.release_table()
 
-    def busy_for(self, now: float) -> float | None:
-        """While this monitor's action runs or its cooldown lasts, the sleep
-        until the next step; None when it may judge again. Subclasses that
-        use it keep `action`, `cooldown_until` and an `_action_over(now)`."""
-        if self.action is not None:
-            if not self.action.done.is_set():
-                self.state = "acting"
-                return self.interval
-            self._action_over(now)
-        if now < self.cooldown_until:
-            self.state = "acting"
-            return min(self.interval, self.cooldown_until - now)
-        self.state = "ok"
-        return None
-
+    # ------------------------------------------------------------- judging processes
     def refresh_table(self) -> tuple[list, list]:
         """List /proc again; judge the new entries, forget the dead ones.
         `added` also holds the young entries that a new name made candidates."""
@@ -85,13 +75,6 @@ class ProcessMonitor(Monitor):
                       if p.alive and not p.eligible and uptime - p.starttime / HZ < YOUNG]
         return became
 
-    @staticmethod
-    def birth_times(procs) -> dict:
-        """serial -> when each process was born, on the time.monotonic() clock
-        (starttime counts ticks since boot, on CLOCK_BOOTTIME)."""
-        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
-        return {p.serial: p.starttime / HZ - boot_to_now for p in procs}
-
     def rejudge_renamed(self, procs) -> list:
         """Judge again each excluded process in `procs` whose name is no longer
         the one it was judged under (exec and prctl rename a process; a rule
@@ -109,6 +92,13 @@ class ProcessMonitor(Monitor):
                 became.append(proc)
         return became
 
+    @staticmethod
+    def birth_times(procs) -> dict:
+        """serial -> when each process was born, on the time.monotonic() clock
+        (starttime counts ticks since boot, on CLOCK_BOOTTIME)."""
+        boot_to_now = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+        return {p.serial: p.starttime / HZ - boot_to_now for p in procs}
+
     def open_psi(self, resource: str, level: float) -> HeldFile | None:
         """The held /proc/pressure/RESOURCE file, when a PSI level is set and
         the kernel has PSI; None otherwise (the level then cannot hold)."""
@@ -119,24 +109,44 @@ class ProcessMonitor(Monitor):
         except OSError:
             return None
 
-    def submit(self, procs, reason: str, fields: dict, *, term_timeout: float,
-               unit_kind: str = "process", unit_key: str = "", refused: str = "",
-               first_signal: int = signal.SIGTERM, measure=None) -> Action | None:
-        """Take pidfds for `procs` (the chosen process first) and hand the
-        action to the executor. None when they are all gone already or this
-        resource still has an action under way."""
-        targets = take_targets(self.table, procs)
-        if not targets:
-            return None
-        fields = {**fields, "unit": unit_kind}
-        if unit_kind != "process":
-            fields.update(group=unit_key, processes=len(targets))
+    # ------------------------------------------------------------- deciding
+    def kill(self, members, reason: str, fields: dict, *, term_timeout: float,
+             unit: str = "process", group: str = "", refused: str = "",
+             first_signal: int = signal.SIGTERM, measure=None) -> Kill:
+        """The Kill decision for `members` (the chosen process first); it
+        becomes this shield's pending action."""
+        fields = {**fields}
         if refused:
             fields["unit_refused"] = refused
-        action = Action(resource=self.name, targets=targets, reason=reason, fields=fields,
-                        first_signal=first_signal, term_timeout=term_timeout,
-                        dry_run=self.context.dry_run, measure=measure)
-        if not self.context.executor.submit(action):
-            close_targets(targets)
-            return None
-        return action
+        self.pending = Kill(self.name, reason, fields, members=list(members),
+                            first_signal=first_signal, term_timeout=term_timeout,
+                            unit=unit, group=group, follow=unit != "process", measure=measure)
+        self.state = "acting"
+        return self.pending
+
+    def acting(self) -> bool:
+        """True while this shield's kill is under way."""
+        return self.pending is not None and not self.pending.over
+
+    def waiting(self, now: float, cooldown: float = 0.0) -> bool:
+        """True while our kill is under way or its cooldown lasts. The first
+        step that sees a kill over starts the cooldown (and calls
+        `action_over`)."""
+        if self.acting():
+            self.state = "acting"
+            return True
+        if self.pending is not None and self.pending is not self.handled:
+            self.handled = self.pending
+            self.cooldown_until = now + cooldown
+            self.action_over(now)
+        if now < self.cooldown_until:
+            self.state = "acting"
+            return True
+        self.state = "ok"
+        return False
+
+    def action_over(self, now: float) -> None:
+        """Called once, at the first step after our kill is over."""
+
+    def nothing_to_kill(self, reason: str, **fields) -> Notice:
+        return Notice(self.name, reason, fields, event="nothing-to-kill")
