@@ -155,7 +155,7 @@ def soak(minutes: float, churn_rate: int) -> dict:
             rules=[{"match": {"name": "^(?!soak(hog|spin))"}, "protect": True}],
             memory={"enabled": True, "interval": "1s", "term_timeout": "2s",
                     "available": {"term": available - 1000 * MiB, "kill": available - 2000 * MiB}},
-            cpu={"enabled": True, "interval": "500ms", "usage": "90%", "load_per_cpu": 0,
+            cpu={"enabled": True, "interval": "500ms", "usage": "90%", "runnable_per_cpu": 0,
                  "for": "3s", "min_share": "25%", "kill": "auto", "term_timeout": "1s",
                  "cooldown": "2s"},
             disks=[{"path": disk, "interval": "500ms", "free": {"clean": "30%", "kill": "1%"},

@@ -107,9 +107,12 @@ if __name__ != "__main__":                  # a victim needs none of this
     from sandbox import Daemon, base_config
 
 
-def start(kind: str, name: str, *args, executable: str = sys.executable) -> subprocess.Popen:
+def start(kind: str, name: str, *args, executable: str = sys.executable,
+          session: bool = False) -> subprocess.Popen:
+    """A victim; `session`: in a session of its own (the scheduler's autogroup
+    then gives that session as much CPU as the others)."""
     proc = subprocess.Popen([executable, THIS, kind, name, *map(str, args)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=session)
     words = proc.stdout.readline().split()
     if not words or words[0] != "ready":
         proc.kill()
@@ -119,7 +122,7 @@ def start(kind: str, name: str, *args, executable: str = sys.executable) -> subp
 
 
 def cpu_section(**extra) -> dict:
-    section = {"enabled": True, "interval": "500ms", "usage": "90%", "load_per_cpu": 0,
+    section = {"enabled": True, "interval": "500ms", "usage": "90%", "runnable_per_cpu": 0,
                "for": "3s", "min_share": "25%", "kill": "auto", "term_timeout": "1s",
                "cooldown": "60s"}
     section.update(extra)
@@ -223,16 +226,51 @@ def short_burst() -> dict:
 
 
 def busy_but_healthy() -> dict:
-    """Both CPUs at 100% from two single-thread spinners (load per CPU about 1),
-    under the embedded default cpu settings with a short `for`."""
-    load_before = load_per_cpu_now()
-    if load_before >= 2.5:
-        return {"skipped": f"the machine is already loaded: {load_before:.1f} per CPU"}
+    """Both CPUs at 100% from two single-thread spinners (about one runnable
+    task per CPU), under the embedded default cpu settings with a short `for`."""
     daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s"}))
     first = start("spin", "compiler1", 1, 20)
     second = start("spin", "compiler2", 1, 20)
     busy = busy_share(9)
-    return finish(daemon, first, second, busy=busy, load_per_cpu=load_per_cpu_now())
+    return finish(daemon, first, second, busy=busy, runnable_per_cpu=runnable_per_cpu_now())
+
+
+def spinners_after_a_storm() -> dict:
+    """A storm of 30 spinners ends by itself; the one-minute load average is
+    still high when two spinners make a merely busy machine. Default cpu
+    settings with a short `for`: the machine as it is now is healthy."""
+    storm = start("group", "storm", 30, 25)
+    pgid = storm.extra[0]
+    storm.wait(40)
+    wait_until(lambda: not [p for p in _group_pids(pgid) if not is_dead(p)], 10)
+    reap_all()
+    load_at_start = load_per_cpu_now()
+    daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s"}))
+    first = start("spin", "compiler1", 1, 16)
+    second = start("spin", "compiler2", 1, 16)
+    busy = busy_share(12)
+    return finish(daemon, first, second, busy=busy, load_at_start=load_at_start,
+                  load_at_end=load_per_cpu_now())
+
+
+def storm_and_bystander() -> dict:
+    """A lone spinner in a session of its own (a bystander the scheduler gives
+    about half the CPUs) and, in another session, a process group of 30
+    spinners (a fork storm). Default cpu settings with a short `for`."""
+    daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s", "term_timeout": "1s"}))
+    bystander = start("spin", "bystander", 1, 30, session=True)
+    storm = start("group", "storm", 30, 30)
+    pgid, members = storm.extra[0], [storm.pid, *storm.extra[1:]]
+    gone = wait_until(lambda: all(is_dead(p) for p in members + _group_pids(pgid)), 25)
+    time.sleep(1.0)
+    return finish(daemon, bystander, storm, pgid=pgid, group_gone=gone,
+                  bystander_alive=bystander.poll() is None)
+
+
+def runnable_per_cpu_now() -> float:
+    with open("/proc/stat") as f:
+        running = next(int(line.split()[1]) for line in f if line.startswith("procs_running "))
+    return (running - 1) / os.cpu_count()
 
 
 def load_per_cpu_now() -> float:
@@ -293,7 +331,8 @@ def reused_pid() -> dict:
     time.sleep(1.0)
     sample(time.monotonic())
     capacity = os.cpu_count() * window.seconds * os.sysconf("SC_CLK_TCK")
-    choice = shares.choose("auto", table.entries(), window.usage(), capacity, 250, os.getpid())
+    choice = shares.choose_unit("auto", table.entries(), window.usage(), capacity, 250, os.getpid(),
+                                predict=lambda unit: (True, ""))
     chosen = choice.unit.leader.comm.decode() if choice else None
     hog_used = choice.unit.used if choice else 0
     old_pid = hog.pid

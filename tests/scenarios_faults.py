@@ -146,7 +146,7 @@ def cannot_signal() -> dict:
     """The daemon runs without CAP_KILL; the spinners belong to uid 1000, so
     every signal fails with EPERM. Then a spinner of its own uid comes: the
     daemon must still act on it."""
-    cpu = {"enabled": True, "interval": "500ms", "usage": "80%", "load_per_cpu": 0, "for": "2s",
+    cpu = {"enabled": True, "interval": "500ms", "usage": "80%", "runnable_per_cpu": 0, "for": "2s",
            "min_share": "25%", "kill": "process", "term_timeout": "1s", "cooldown": "1s"}
     sandbox_command = sandbox.oorkiller_command
     sandbox.oorkiller_command = lambda: ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill",

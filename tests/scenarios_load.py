@@ -143,7 +143,7 @@ def churn_dry_run(rate: int, seconds: float) -> dict:
     available = mem_available()
     config = base_config(
         memory=memory_section(available + 100 * MiB, available - 8000 * MiB),
-        cpu={"enabled": True, "interval": "500ms", "usage": "1%", "load_per_cpu": 0, "for": "1s",
+        cpu={"enabled": True, "interval": "500ms", "usage": "1%", "runnable_per_cpu": 0, "for": "1s",
              "min_share": "1%", "kill": "auto", "term_timeout": "1s", "cooldown": "1s"})
     daemon = Daemon(config, "--dry-run")
     time.sleep(1.0)

@@ -148,3 +148,20 @@ def renamed_hog(rename_after: float) -> dict:
     time.sleep(0.5)
     stopped = daemon.stop()
     return {"hog_died": died, "ended": reap(hog), "records": records_of(daemon), "stopped": stopped}
+
+
+def steady_giant_and_young_grower() -> dict:
+    """An old, large, idle process and a young one growing fast; the grower
+    drives MemAvailable through the kill level (term and kill levels equal:
+    the first action is the SIGKILL)."""
+    giant = victim("sleeper", "giant", "--size", "3000")
+    time.sleep(11)                       # older than the growth window: steady
+    available = mem_available()
+    level = available - 900 * MiB
+    daemon = Daemon(base_config(memory=memory_section(level, level)))
+    grower = victim("hog", "grower", "--chunk", "64", "--pause", "0.03", "--cap", "2600")
+    died = wait_exit(grower, 30)
+    time.sleep(1.0)
+    stopped = daemon.stop()
+    return {"grower_died": died, "ended": reap(grower, giant), "records": records_of(daemon),
+            "stopped": stopped}

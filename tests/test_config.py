@@ -60,7 +60,7 @@ def test_the_embedded_default_is_a_safe_server_setting():
     assert (memory.swap_free.term, memory.swap_free.kill) == (Size(10, True), Size(5, True))
     assert memory.pressure.full_avg10 == 0
     cpu = config.cpu
-    assert cpu.enabled and cpu.usage == 0.98 and cpu.load_per_cpu == 4.0
+    assert cpu.enabled and cpu.usage == 0.98 and cpu.runnable_per_cpu == 4.0
     assert cpu.for_ == 60 and cpu.min_share == 0.25 and cpu.kill == "auto"
     assert config.io.enabled is False
     assert config.network.duplicate_mac.enabled and config.network.duplicate_mac.action == "alert"
@@ -122,7 +122,7 @@ def test_values_are_converted_to_their_units():
 memory:
   available: {term: 2GiB, kill: 1GiB}
   pressure: {full_avg10: 20, for: 250ms}
-cpu: {usage: 90%, load_per_cpu: 2, pressure: {some_avg10: 50.5}}
+cpu: {usage: 90%, runnable_per_cpu: 2, pressure: {some_avg10: 50.5}}
 io:
   devices: [{device: nvme0n1, iops: 1000, utilization: 95%, await: 1s}]
 disks:
@@ -209,7 +209,7 @@ def test_config_objects_are_frozen():
     ("rules: {match: {name: x}}\n", 1, "rules: expected a list"),
     ("daemon:\n  nice: [1]\n", 2, "daemon.nice: expected a single value"),
     ("daemon:\n  nice: -10.5\n", 2, "expected a whole number"),
-    ("cpu:\n  load_per_cpu: high\n", 2, "cpu.load_per_cpu: expected a plain number"),
+    ("cpu:\n  runnable_per_cpu: high\n", 2, "cpu.runnable_per_cpu: expected a plain number"),
     ("1: true\n", 1, "a key must be a name"),
     ("- a\n- b\n", 1, "expected a mapping"),
     ("memory:\n  interval: !!binary aGVsbG8=\n", 2, "duration"),

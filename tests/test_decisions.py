@@ -104,7 +104,7 @@ CPU = """
 memory: {enabled: false}
 disks: []
 network: {duplicate_mac: {enabled: false}}
-cpu: {usage: 90%, load_per_cpu: 0, for: 2s, min_share: 25%, cooldown: 10s}
+cpu: {usage: 90%, runnable_per_cpu: 0, for: 2s, min_share: 25%, cooldown: 10s}
 """
 
 

@@ -135,3 +135,15 @@ def test_a_hog_first_seen_under_a_protected_name_is_judged_by_its_name_now(renam
     assert {r["name"] for r in signalled} == {"renamedhog"}, result["records"]
     assert actions(result["records"], "nothing-to-kill") == [], result["records"]
     stopped_cleanly(result)
+
+
+def test_the_young_grower_dies_not_the_larger_old_idle_process():
+    result = in_pid_namespace("scenarios_memory", "steady_giant_and_young_grower", timeout=120)
+    assert result["grower_died"], result["records"]
+    assert result["ended"] == {"grower": KILLED, "giant": "alive"}
+    signalled = actions(result["records"], "term") + actions(result["records"], "kill")
+    assert [r["name"] for r in signalled] == ["grower"], "one action, on the cause"
+    (kill,) = signalled
+    assert "grew" in kill["why"] and kill["runner_up"].endswith("/giant")
+    assert kill["after"].startswith("MemAvailable")
+    stopped_cleanly(result)

@@ -130,7 +130,7 @@ class CpuConfig:
     enabled: bool = _key(_bool, True)
     interval: float = _key(_interval, 1.0)
     usage: float = _key(_percent, 0.98)
-    load_per_cpu: float = _key(_number_in(0, 1e6), 4.0)
+    runnable_per_cpu: float = _key(_number_in(0, 1e6), 4.0)
     pressure: CpuPressure = _nested(CpuPressure())
     for_: float = _key(_duration, 60.0, name="for")
     min_share: float = _key(_percent, 0.25)

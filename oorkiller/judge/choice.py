@@ -1,65 +1,143 @@
-"""Choosing what to kill: the four rules, shared by every resource.
+"""Choosing what to kill: one chooser for every shield.
 
-1. lose the least work done;  2. recover a large amount of the resource;
-3. kill as few processes as possible;  4. kill what the operator expects.
+Four goals, in this order: 1. lose the least work done; 2. recover a large
+amount of the resource; 3. kill as few processes as possible; 4. kill what
+the operator expects. A kill that does not end the shortage only leads to a
+second one, so the choice is of the *plan* that ends it with the least loss:
 
-The score (share of the resource in thousandths + oom_score_adj for memory +
-the rules' adjust) carries rules 2 and 4 in one number. The choice then is:
+- a candidate (a process, process group or cgroup) whose removal alone is
+  **enough** (the predicted reading without it is back on the safe side of
+  the level) is preferred to any that is not; a group that is enough only
+  because one of its members is enough alone is left out (it adds loss);
+- among the enough ones, the **cause** goes first: one that grew by at least
+  GROWTH_POINTS over the recent window (memory) is the one the operator
+  expects to die; of several, the one that grew the most (its growth plus
+  the operator's `adjust`; of those that grew alike, the least work);
+- otherwise, among the enough ones (or, when none is enough, among all),
+  candidates within TIE_POINTS of the best score are *equally large*: the
+  one with the least **work** (CPU seconds plus AGE_WEIGHT of each second
+  it has lived: a long-lived service holds state a young process has not
+  built yet) goes, then the one with fewer processes, then the higher score;
+- otherwise the best score goes.
 
-- candidates whose score is within TIE_POINTS of the best are "equally large":
-  among them one whose kill alone is enough wins, then the least CPU time
-  (rule 1: the least work lost), then the higher score;
-- when no equally large candidate is enough, a candidate within ENOUGH_POINTS
-  of the best whose kill alone is enough wins over it (rule 3 before rule 4:
-  one kill that is enough beats two smaller ones);
-- otherwise the best score wins.
+The score (share of the resource in thousandths, plus oom_score_adj for
+memory, plus the rules' adjust) carries goals 2 and 4; `protect` (never a
+candidate) and `adjust` stay the operator's last word. Every choice says why
+in words and names the runner-up.
 
 Units (`kill:`): a process, its process group, or its cgroup. A group or cgroup
 is never the unit while it holds PID 1, the daemon itself, or any process that
 is not a candidate (protected, outside the scope, oom_score_adj -1000);
-`auto` then falls back to the next unit, a forced unit to the single process.
+`auto` then falls back to another unit, a forced unit to the single process.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 TIE_POINTS = 10        # 1% of the resource: "equally large"
-ENOUGH_POINTS = 100    # 10%: how much score a sufficient kill may trail by
+GROWTH_POINTS = 10     # growing by 1% of the resource over the window makes a cause
+AGE_WEIGHT = 0.1       # work of one second of life, in CPU seconds
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def work_of(cpu_ticks: int, age_seconds: float) -> float:
+    """The work a process would lose: its CPU seconds and its life."""
+    return cpu_ticks / HZ + AGE_WEIGHT * max(age_seconds, 0.0)
 
 
 @dataclass(slots=True)
 class Candidate:
-    proc: object               # the process-table entry
+    proc: object               # the process-table entry (a unit's leader)
     score: int                 # total points
     share: int                 # thousandths of the resource
     adj: int = 0               # oom_score_adj (memory only)
     adjust: int = 0            # sum of the rules' adjust
-    work: int = 0              # CPU ticks used so far (rule 1)
+    work: float = 0.0          # work_of(...) of every member (rule 1)
     reclaim: int = 0           # what killing it gives back (bytes, or share)
-    enough: bool = False
+    enough: bool = False       # the predicted reading without it is safe
+    growth: int = 0            # points it grew over the recent window (memory)
+    processes: int = 1         # how many processes its kill signals
+    after: str = ""            # the predicted reading without it, in words
+    growth_text: str = ""      # its growth, in words ("grew 1.1GiB in 6s")
+    age: float = 0.0           # seconds the leader has lived
+    unit: object = None        # the shield's unit object, when it is a group
+    members: frozenset = frozenset()   # pids its kill signals (empty: just `proc`)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def plan(self) -> frozenset:
+        return self.members or frozenset((self.proc.pid,))
+
+    @property
+    def name(self) -> bytes:
+        return self.proc.comm
 
     def parts(self) -> dict:
         return {"share": self.share, "oom_score_adj": self.adj,
                 "adjust": self.adjust, "score": self.score}
 
 
-def choose(candidates: list[Candidate]) -> Candidate | None:
-    """Apply the four rules to candidates that already carry score and `enough`."""
+@dataclass(slots=True)
+class Choice:
+    chosen: Candidate
+    runner_up: Candidate | None
+    why: str                   # the deciding reason, in words
+
+    @property
+    def runner_up_text(self) -> str:
+        if self.runner_up is None:
+            return "-"
+        name = self.runner_up.name.decode("utf-8", "backslashreplace")
+        return f"{self.runner_up.pid}/{name}"
+
+
+def _smallest_plans(enough: list[Candidate]) -> list[Candidate]:
+    """A group whose kill is enough because one of its members' kill alone is
+    enough would only add to the loss (rules 1 and 3): drop it."""
+    return [c for c in enough if not any(d.plan < c.plan for d in enough)]
+
+
+def _least_work(pool: list[Candidate]) -> Candidate:
+    return min(pool, key=lambda c: (c.work, c.processes, -c.score, c.pid))
+
+
+def _describe_work(c: Candidate) -> str:
+    return f"age {c.age:.0f}s"
+
+
+def choose(candidates: list[Candidate]) -> Choice | None:
+    """Apply the four rules to candidates that already carry score, `enough`,
+    work and growth. None when there is no candidate."""
     if not candidates:
         return None
-    best = max(c.score for c in candidates)
-    equally_large = [c for c in candidates if c.score >= best - TIE_POINTS]
-    sufficient = [c for c in equally_large if c.enough]
-    if sufficient:
-        return min(sufficient, key=lambda c: (c.work, -c.score, c.pid))
-    close_enough = [c for c in candidates if c.enough and c.score >= best - ENOUGH_POINTS]
-    if close_enough:
-        return max(close_enough, key=lambda c: (c.score, -c.work, -c.pid))
-    return min(equally_large, key=lambda c: (c.work, -c.score, c.pid))
+    enough = _smallest_plans([c for c in candidates if c.enough])
+    pool = enough or candidates
+    lead = f"alone enough ({len(enough)} of {len(candidates)})" if enough else \
+        f"none alone enough (of {len(candidates)})"
+    growers = [c for c in enough if c.growth >= GROWTH_POINTS]
+    if growers:
+        most = max(c.growth + c.adjust for c in growers)
+        alike = [c for c in growers if c.growth + c.adjust >= most - TIE_POINTS]
+        chosen = _least_work(alike)
+        grew = chosen.growth_text or f"grew {chosen.growth} points"
+        why = (f"{lead}; {grew}; grew the most" if len(alike) == 1 else
+               f"{lead}; {grew}; least work of {len(alike)} that grew alike ({_describe_work(chosen)})")
+    else:
+        best = max(c.score for c in pool)
+        equally_large = [c for c in pool if c.score >= best - TIE_POINTS]
+        if len(equally_large) > 1:
+            chosen = _least_work(equally_large)
+            why = f"{lead}; least work of {len(equally_large)} equally large ({_describe_work(chosen)})"
+        else:
+            chosen = equally_large[0]
+            why = f"{lead}; largest"
+    rest = [c for c in pool if c is not chosen] or [c for c in candidates if c is not chosen]
+    runner_up = max(rest, key=lambda c: (c.enough, c.score, -c.pid), default=None)
+    return Choice(chosen, runner_up, why)
 
 
 # ---------------------------------------------------------------- units

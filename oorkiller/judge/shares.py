@@ -16,20 +16,22 @@ Three pieces, in the order a shield uses them:
   each with its share of the capacity in thousandths, its score
   (share + the leader's `adjust`) and, for a group or cgroup, why it may not be
   killed as one (victims.unit_refusal: PID 1, the daemon, a non-candidate).
-- `choose()`: `kill: auto` takes the single process if one reaches
-  `min_share`, else the process group, else the cgroup that does; a forced
-  unit falls back to the process alone when the unit is refused. Among the
-  units that reach `min_share`, victims.choose applies the four rules.
+- `choose_unit()`: every unit `kill:` allows that reached `min_share`
+  (with `auto`: processes, process groups and cgroups side by side; a forced
+  unit falls back to the process alone when the unit is refused) goes to
+  the one chooser, judge.choice.choose, with the shield's prediction of the
+  reading without it.
 
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from oorkiller.judge import choice as victims
 
-LEVELS = ("process", "process_group", "cgroup")   # the order `auto` tries
+LEVELS = ("process", "process_group", "cgroup")   # the units `auto` offers
 
 
 # ------------------------------------------------------------------ window
@@ -96,17 +98,23 @@ class UnitUsage:
     used: int = 0              # counter units over the window
     share: int = 0             # thousandths of the capacity
     adjust: int = 0            # the leader's rules adjust
-    work: int = 0              # CPU ticks its members used in their lives (rule 1)
+    work: float = 0.0          # what its members would lose: CPU time and age (rule 1)
+    age: float = 0.0           # seconds its leader has lived
     refusal: str = ""          # why it may not be killed as one ('' = it may)
 
     @property
     def score(self) -> int:
         return self.share + self.adjust
 
-    def candidate(self, min_share: int) -> victims.Candidate:
+    def candidate(self, predict=None) -> victims.Candidate:
+        """The unit as a candidate of the chooser; `predict(unit) -> (enough,
+        after)` says whether the reading without it is safe, and what it is."""
+        enough, after = predict(self) if predict is not None else (False, "")
         return victims.Candidate(proc=self.leader, score=self.score, share=self.share,
                                  adjust=self.adjust, work=self.work, reclaim=self.used,
-                                 enough=self.share >= min_share)
+                                 enough=enough, processes=len(self.members), after=after,
+                                 age=self.age, unit=self,
+                                 members=frozenset(p.pid for p in self.members))
 
     def as_unit(self) -> victims.Unit:
         return victims.Unit(self.kind, self.leader, list(self.members), self.key)
@@ -132,10 +140,20 @@ def _level_refusal(kind: str, key: str) -> str:
     return ""
 
 
+def uptime() -> float:
+    """Seconds since boot, the clock of a process's start time."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def age_of(proc, now_uptime: float) -> float:
+    return max(now_uptime - proc.starttime / victims.HZ, 0.0)
+
+
 def units(kind: str, entries, used: dict[int, int], capacity: float, self_pid: int,
-          cgroup_of=None) -> list[UnitUsage]:
+          cgroup_of=None, now_uptime: float | None = None) -> list[UnitUsage]:
     """Every unit of `kind` with usage, best score first. `entries` is the whole
     table (non-candidates too: they are what refuses a group)."""
+    now_uptime = uptime() if now_uptime is None else now_uptime
     key_of = _key_of(kind, cgroup_of)
     found: dict[str, UnitUsage] = {}
     members: dict[str, list] = {}
@@ -148,8 +166,9 @@ def units(kind: str, entries, used: dict[int, int], capacity: float, self_pid: i
         if total <= 0:
             continue
         leader = max(spent, key=lambda item: (item[0], -item[1].pid))[1]
+        work = sum(victims.work_of(p.cpu_ticks, age_of(p, now_uptime)) for p in group)
         unit = UnitUsage(kind, key, leader, group, total, thousandths(total, capacity),
-                         leader.adjust, sum(p.cpu_ticks for p in group))
+                         leader.adjust, work, age_of(leader, now_uptime))
         if kind != "process":
             unit.refusal = _level_refusal(kind, key) or victims.unit_refusal(group, self_pid)
         found[key] = unit
@@ -157,51 +176,60 @@ def units(kind: str, entries, used: dict[int, int], capacity: float, self_pid: i
 
 
 @dataclass(slots=True)
-class Choice:
+class UnitChoice:
     unit: UnitUsage
     candidate: victims.Candidate
+    verdict: victims.Choice            # why, and the runner-up
     fallback_reason: str = ""          # a forced unit refused: why
 
 
-def choose(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
-           self_pid: int, cgroup_of=None) -> Choice | None:
-    """The unit to kill, or None when no unit reaches `min_share` (thousandths)."""
+def candidate_units(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
+                    self_pid: int, cgroup_of=None) -> list[tuple[UnitUsage, str]]:
+    """Every unit `mode` may kill that reached `min_share`, with the reason a
+    forced unit fell back to its process ('' when it did not). `auto` offers
+    processes, process groups and cgroups side by side, so the chooser can
+    prefer the one whose kill ends the shortage (a fork storm's group over a
+    single busy bystander); a group holding exactly the processes of a
+    smaller unit is the same plan and is offered once."""
     entries = list(entries)
-    if mode == "auto":
-        for kind in LEVELS:
-            allowed = [u for u in units(kind, entries, used, capacity, self_pid, cgroup_of)
-                       if not u.refusal]
-            chosen = _best(allowed, min_share)
-            if chosen is not None:
-                return chosen
-        return None
+    offered, plans = [], set()
     alone = {u.key: u for u in units("process", entries, used, capacity, self_pid)}
-    allowed = []
-    for unit in units(mode, entries, used, capacity, self_pid, cgroup_of):
-        if not unit.refusal:
-            allowed.append((unit, ""))
-        elif str(unit.leader.pid) in alone:
-            allowed.append((alone[str(unit.leader.pid)], f"{mode} {unit.key} {unit.refusal}"))
-    chosen = _best([u for u, _ in allowed], min_share)
-    if chosen is not None:
-        chosen.fallback_reason = next(why for u, why in allowed if u is chosen.unit)
-    return chosen
+    for kind in (LEVELS if mode == "auto" else (mode,)):
+        if kind == "cgroup" and cgroup_of is None:
+            continue                      # no cgroup reader given: no cgroup units
+        for unit in units(kind, entries, used, capacity, self_pid, cgroup_of):
+            reason = ""
+            if unit.refusal:
+                if mode == "auto" or str(unit.leader.pid) not in alone:
+                    continue
+                reason, unit = f"{mode} {unit.key} {unit.refusal}", alone[str(unit.leader.pid)]
+            plan = frozenset(p.pid for p in unit.members)
+            if unit.share < min_share or plan in plans:
+                continue
+            plans.add(plan)
+            offered.append((unit, reason))
+    return offered
 
 
-def _best(candidates: list[UnitUsage], min_share: int) -> Choice | None:
-    """victims.choose among the units that reach min_share."""
-    pairs = [(u, u.candidate(min_share)) for u in candidates if u.share >= min_share]
-    picked = victims.choose([c for _, c in pairs])
-    if picked is None:
+def choose_unit(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
+                self_pid: int, cgroup_of=None, predict=None) -> UnitChoice | None:
+    """The unit to kill (judge.choice.choose over every unit offered), or None
+    when no unit reaches `min_share` (thousandths)."""
+    offered = candidate_units(mode, entries, used, capacity, min_share, self_pid, cgroup_of)
+    candidates = [unit.candidate(predict) for unit, _ in offered]
+    verdict = victims.choose(candidates)
+    if verdict is None:
         return None
-    unit = next(u for u, c in pairs if c is picked)
-    return Choice(unit, picked)
+    index = candidates.index(verdict.chosen)
+    unit, reason = offered[index]
+    return UnitChoice(unit, verdict.chosen, verdict, reason)
 
 
 def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
-            self_pid: int, cgroup_of) -> tuple[list[dict], list[dict]]:
+            self_pid: int, cgroup_of, predict=None) -> tuple[list[dict], list[dict]]:
     """What `oorkiller candidates` shows: every unit `mode` may kill, with the
-    parts of its score, best first; and the units and processes excluded, why."""
+    parts of its score, the predicted reading without it, `enough`, its age
+    and work, best first; and the units and processes excluded, why."""
     kinds = LEVELS if mode == "auto" else ("process", mode)
     ranked, excluded = [], []
     for kind in kinds:
@@ -212,12 +240,14 @@ def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share
                 excluded.append({"pid": unit.leader.pid, "name": unit.leader.comm,
                                  "reason": f"{kind} {unit.key} {unit.refusal}"})
                 continue
+            enough, after = predict(unit) if predict is not None else (False, "")
             ranked.append({"pid": unit.leader.pid, "name": unit.leader.comm, "user": unit.leader.uid,
                            "unit": kind, "group": unit.key, "processes": len(unit.members),
                            "used": unit.used, "share": unit.share, "adjust": unit.adjust,
-                           "score": unit.score, "enough": unit.share >= min_share,
-                           "cpu_ticks": unit.work})
-    ranked.sort(key=lambda row: (-row["score"], row["cpu_ticks"]))
+                           "score": unit.score, "min_share": unit.share >= min_share,
+                           "after": after, "enough": enough, "age": round(unit.age),
+                           "work": round(unit.work, 1)})
+    ranked.sort(key=lambda row: (not row["enough"], -row["score"], row["work"]))
     excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
                  for p in entries if p.note is not None and not p.note.eligible]
     return ranked, excluded

@@ -125,10 +125,12 @@ cdef class MemInfo:
 
 
 cdef class CpuTimes:
-    """The aggregate `cpu` line of /proc/stat, in clock ticks, and the CPU count."""
+    """The aggregate `cpu` line of /proc/stat, in clock ticks, the CPU count,
+    and `procs_running`: the tasks runnable at the moment of reading."""
     cdef readonly uint64_t user, nice, system, idle, iowait, irq, softirq, steal
     cdef readonly uint64_t guest, guest_nice
     cdef readonly unsigned ncpu
+    cdef readonly uint64_t procs_running
 
     def __repr__(self):
         return (f"CpuTimes(user={self.user}, nice={self.nice}, system={self.system}, "
@@ -239,6 +241,7 @@ def parse_cpu_stat(bytes data not None):
     out.iowait, out.irq, out.softirq = s.ticks[4], s.ticks[5], s.ticks[6]
     out.steal, out.guest, out.guest_nice = s.ticks[7], s.ticks[8], s.ticks[9]
     out.ncpu = s.ncpu
+    out.procs_running = s.procs_running
     return out
 
 

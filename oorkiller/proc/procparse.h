@@ -175,6 +175,7 @@ typedef struct {
     /* user nice system idle iowait irq softirq steal guest guest_nice */
     uint64_t ticks[10];
     unsigned ncpu;
+    uint64_t procs_running;   /* tasks runnable now (running or waiting for a CPU) */
 } pp_cpustat;
 
 static inline int pp_parse_cpustat(const char *buf, size_t n, pp_cpustat *out)
@@ -182,9 +183,12 @@ static inline int pp_parse_cpustat(const char *buf, size_t n, pp_cpustat *out)
     const char *p = buf, *end = buf + n;
     int have_total = 0;
     out->ncpu = 0;
+    out->procs_running = 0;
     while (p < end) {
         const char *line_end = pp_next_line(p, end);
-        if (pp_starts_with(p, line_end, "cpu ")) {
+        if (pp_starts_with(p, line_end, "procs_running ")) {
+            pp_u64(p + 14, line_end, &out->procs_running);
+        } else if (pp_starts_with(p, line_end, "cpu ")) {
             const char *q = p + 3;
             for (int i = 0; i < 10; i++)
                 q = pp_u64(q, line_end, &out->ticks[i]);

@@ -19,6 +19,7 @@ cdef extern from "procparse.h" nogil:
     ctypedef struct pp_cpustat:
         uint64_t ticks[10]
         unsigned ncpu
+        uint64_t procs_running
 
     ctypedef struct pp_psi:
         double some_avg[3]

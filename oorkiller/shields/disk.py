@@ -23,6 +23,7 @@ import os
 import time
 
 from oorkiller.judge import choice as victims
+from oorkiller.judge import shares
 from oorkiller.judge.decision import Cleanup, Notice, Truncate
 from oorkiller.proc import deleted
 from oorkiller.proc.fds import open_files, opened_for_writing
@@ -269,16 +270,20 @@ class DiskShield(ProcessShield):
                 and writes_to(self.table, p, disk.mount.device)]
         if not fast:
             return
-        total = sum(self.rates[p.serial] for p in fast)
+        total, uptime = sum(self.rates[p.serial] for p in fast), shares.uptime()
         found = [victims.Candidate(proc=p, score=int(self.rates[p.serial] * 1000 / total) + p.adjust,
                                    share=int(self.rates[p.serial] * 1000 / total), adjust=p.adjust,
-                                   reclaim=int(self.rates[p.serial]), enough=True) for p in fast]
-        chosen = victims.choose(found)
+                                   reclaim=int(self.rates[p.serial]), enough=True,
+                                   work=victims.work_of(p.cpu_ticks, shares.age_of(p, uptime)))
+                 for p in fast]
+        choice = victims.choose(found)
+        chosen = choice.chosen
         rate = self.rates[chosen.proc.serial]
         reason = f"{disk.reason}; writing {format_size(int(rate))}/s > writer_rate {format_size(limit)}/s"
         fields = {"user": chosen.proc.uid, "score": chosen.score, "path": disk.cfg.path,
                   "rate": f"{format_size(int(rate))}/s",
-                  "time_to_full": format_time_to_full(disk.time_to_full())}
+                  "time_to_full": format_time_to_full(disk.time_to_full()),
+                  "why": choice.why, "runner_up": choice.runner_up_text}
         self.decisions.append(self.kill([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
                                         measure=functools.partial(free_after, disk.cfg.path)))
 

@@ -67,6 +67,7 @@ class IoShield(WindowedShield):
         self._open_readers()
         self.disks.sample(time.monotonic())      # the baseline of the first reading
         self.said_unconfigured = False
+        self.deciding: Watch | None = None       # the device a choice is made for
 
     @property
     def cfg(self):
@@ -236,6 +237,7 @@ class IoShield(WindowedShield):
 
     # ------------------------------------------------------------- deciding
     def _decide(self, watch: Watch):
+        self.deciding = watch
         used = self.attributed(watch)
         reading = watch.reading
         fields = {"device": watch.name, "iops": f"{reading.iops:.0f}",
@@ -245,6 +247,19 @@ class IoShield(WindowedShield):
                            nothing=f"no unit with a file open on {watch.name} did "
                                    f"{format_percent(self.cfg.min_share)} of its IO (min_share) "
                                    f"over {self.window.seconds:.0f}s")
+
+    def predict(self, unit) -> tuple[bool, str]:
+        """(enough, the device without `unit`): its IOPS and utilization
+        less the unit's share of the bytes the device moved. With only await
+        or PSI levels (which do not scale with a share) a unit is enough when
+        it did at least half of the device's IO."""
+        watch = self.deciding
+        levels, reading, left = watch.levels, watch.reading, 1 - unit.share / 1000
+        iops, util = reading.iops * left, reading.util * left
+        checked = [levels.iops > 0 and iops < levels.iops,
+                   levels.utilization > 0 and util < levels.utilization]
+        enough = any(checked) if (levels.iops > 0 or levels.utilization > 0) else left <= 0.5
+        return enough, f"{watch.name} iops {iops:.0f}, util {format_percent(util)}"
 
     def unit_fields(self, unit) -> dict:
         return {"io": format_size(unit.used)}
@@ -293,6 +308,7 @@ class IoShield(WindowedShield):
         if not watched:
             return {"device": None, "ranked": [], "excluded": []}
         watch = max(watched, key=lambda w: (w.reading.bytes, w.reading.ios))
+        self.deciding = watch
         used = self.attributed(watch)
         ranked, excluded = self.ranked(used, self.capacity(watch, used))
         for row in ranked:

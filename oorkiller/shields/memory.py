@@ -9,11 +9,13 @@ crossing is answered with a signal, not with a scan of the process table.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import signal
 import time
 
 from oorkiller.judge import choice as victims
+from oorkiller.judge import shares
 from oorkiller.judge.decision import Escalate
 from oorkiller.proc._readers import HeldFile, parse_meminfo, parse_psi
 from oorkiller.shields.base import Step
@@ -28,6 +30,7 @@ RANK_DEPTH = 16             # candidates examined in detail per choice
 RULES_SWEEP = 30.0          # seconds between re-judgements of excluded processes
 SETTLE = 1.0                # seconds the memory of a dead victim may take to show
 SETTLE_SLACK = 64 << 20     # a fall this large after a death is a new shortage
+GROWTH_WINDOW = 10.0        # seconds of sizes behind a candidate's growth (the cause)
 
 SEVERITY = {None: 0, "term": 1, "kill": 2}
 
@@ -96,6 +99,7 @@ class MemoryShield(ProcessShield):
         self.said_nothing_at = float("-inf")  # when nothing-to-kill was last recorded
         self.after_death = None               # (last kill, MemAvailable first seen after it)
         self.escalated = None                 # the kill we asked to escalate
+        self.sizes: dict[int, collections.deque] = {}   # serial -> (at, points) of the ranked
         self.refresh_table()
 
     @property
@@ -212,11 +216,40 @@ class MemoryShield(ProcessShield):
         self.refresh_table()
         self.table.sample_memory()
         self.warm = self.table.rank_memory(RANK_DEPTH)
+        self._remember_sizes(self.warm)
         return self.warm
 
+    def _remember_sizes(self, ranked) -> None:
+        """The sizes of the ranked (kernel points: share + oom_score_adj) over
+        the last GROWTH_WINDOW: who grew is the cause of a shortage."""
+        now = time.monotonic()
+        for proc in ranked:
+            sizes = self.sizes.setdefault(proc.serial, collections.deque())
+            sizes.append((now, proc.memory_score - proc.adjust))
+            while len(sizes) > 2 and now - sizes[1][0] >= GROWTH_WINDOW:
+                sizes.popleft()
+        if len(self.sizes) > 4 * RANK_DEPTH:
+            live = {p.serial for p in ranked}
+            self.sizes = {s: d for s, d in self.sizes.items() if s in live}
+
+    def growth(self, proc, age: float) -> tuple[int, float]:
+        """(points grown, over how many seconds) within the last GROWTH_WINDOW.
+        A process born inside the window grew by all it holds."""
+        now_points = proc.memory_score - proc.adjust
+        if age <= GROWTH_WINDOW:
+            return max(now_points, 0), age
+        sizes = self.sizes.get(proc.serial)
+        if not sizes or len(sizes) < 2:
+            return 0, 0.0
+        return max(now_points - sizes[0][1], 0), time.monotonic() - sizes[0][0]
+
     def evaluate(self, ranked, need: int) -> list:
-        """Candidates with score parts, reclaimable bytes and `enough`."""
-        found = []
+        """Candidates with score parts, reclaimable bytes, `enough` (the
+        predicted MemAvailable without it back above the term level), work
+        (CPU time and age) and growth."""
+        found, uptime = [], shares.uptime()
+        mem = self.reading
+        point_bytes = ((mem.total + mem.swap_total) / 1000) if mem is not None else 0
         for proc in ranked:
             try:
                 self.table.read_stat(proc)            # fresh name and CPU time
@@ -228,10 +261,15 @@ class MemoryShield(ProcessShield):
                 continue                              # vanished since the ranking
             kernel_points = proc.memory_score - proc.adjust   # share + oom_score_adj
             reclaim = status.vm_rss + status.vm_swap
+            age = shares.age_of(proc, uptime)
+            grown, over = self.growth(proc, age)
+            after = mem.available + reclaim if mem is not None else reclaim
             found.append(victims.Candidate(
                 proc=proc, score=kernel_points + proc.adjust, share=kernel_points - adj,
-                adj=adj, adjust=proc.adjust, work=proc.cpu_ticks, reclaim=reclaim,
-                enough=reclaim >= need))
+                adj=adj, adjust=proc.adjust, work=victims.work_of(proc.cpu_ticks, age),
+                reclaim=reclaim, enough=reclaim >= need, growth=grown, age=age,
+                after=f"MemAvailable {format_size(after)}",
+                growth_text=f"grew {format_size(int(grown * point_bytes))} in {over:.0f}s"))
         return found
 
     # ------------------------------------------------------------- acting
@@ -252,20 +290,22 @@ class MemoryShield(ProcessShield):
             return None
         fresh = self.warm and now - self.warm_at <= 2 * WARM_REFRESH
         need = max(lv["term"] - mem.available, 1)
-        chosen = victims.choose(self.evaluate(self.warm, need)) if fresh else None
-        if chosen is None or not chosen.enough:
+        choice = victims.choose(self.evaluate(self.warm, need)) if fresh else None
+        if choice is None or not choice.chosen.enough:
             # No warm ranking, or one made before the process that now eats
             # memory was big (or born): rank the whole table again.
-            chosen = victims.choose(self.evaluate(self._rank(), need))
-        if (chosen is None or not chosen.enough) and self._sweep_rules():
+            choice = victims.choose(self.evaluate(self._rank(), need))
+        if (choice is None or not choice.chosen.enough) and self._sweep_rules():
             # The one eating memory may have been judged under another name.
-            chosen = victims.choose(self.evaluate(self._rank(), need))
+            choice = victims.choose(self.evaluate(self._rank(), need))
         self.warm, self.warm_at = [], 0.0     # the next choice ranks anew
-        if chosen is None:
+        if choice is None:
             return self._nothing_to_kill(reason)
+        chosen = choice.chosen
         unit = victims.build_unit(self._unit_kind(chosen), chosen.proc, self.table,
                                   self.context.self_pid, self.cgroup_of)
-        fields = {"user": chosen.proc.uid, "score": chosen.score, "rss": format_size(chosen.reclaim)}
+        fields = {"user": chosen.proc.uid, "score": chosen.score, "rss": format_size(chosen.reclaim),
+                  "after": chosen.after, "why": choice.why, "runner_up": choice.runner_up_text}
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
         return self.kill(members, reason, fields, term_timeout=self.cfg.term_timeout,
                          unit=unit.kind, group=unit.key if unit.kind != "process" else "",
@@ -322,7 +362,9 @@ class MemoryShield(ProcessShield):
         rows = []
         for cand in self.evaluate(ranked, need):
             rows.append({"pid": cand.pid, "name": cand.proc.comm, "user": cand.proc.uid,
-                         **cand.parts(), "rss": cand.reclaim, "cpu_ticks": cand.work})
+                         **cand.parts(), "rss": cand.reclaim, "after": cand.after,
+                         "enough": cand.enough, "growth": cand.growth_text,
+                         "age": round(cand.age), "work": round(cand.work, 1)})
         return {"ranked": rows[:top], "excluded": excluded_processes(self.table)}
 
     def close(self) -> None:

@@ -68,8 +68,9 @@ class WindowedShield(ProcessShield):
         """The Kill of the unit `kill:` chooses over the window, or a
         nothing-to-kill Notice (once per stretch) when no unit reaches
         `min_share`; `nothing` says why in words."""
-        choice = shares.choose(self.cfg.kill, self.table.entries(), used, capacity,
-                               self.min_share(), self.context.self_pid, self.cgroup_of)
+        choice = shares.choose_unit(self.cfg.kill, self.table.entries(), used, capacity,
+                                    self.min_share(), self.context.self_pid, self.cgroup_of,
+                                    predict=self.predict)
         if choice is None:
             if self.said_nothing:
                 return None                   # once per stretch, not per reading
@@ -79,12 +80,18 @@ class WindowedShield(ProcessShield):
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
         share = format_percent(unit.share / 1000)
         fields = {**fields, "user": unit.leader.uid, "score": choice.candidate.score, "share": share,
-                  **self.unit_fields(unit)}
+                  **self.unit_fields(unit), "after": choice.candidate.after,
+                  "why": choice.verdict.why, "runner_up": choice.verdict.runner_up_text}
         after = {key: fields[key] for key in ("device",) if key in fields}   # for `reclaimed`
         return self.kill(members, reason, fields, term_timeout=self.cfg.term_timeout,
                          unit=unit.kind, group=unit.key if unit.kind != "process" else "",
                          refused=choice.fallback_reason,
                          measure=functools.partial(dict, after, share=share))
+
+    def predict(self, unit) -> tuple[bool, str]:
+        """(enough, the reading without `unit`, in words): whether its kill
+        alone brings a level back."""
+        raise NotImplementedError
 
     def unit_fields(self, unit) -> dict:
         """Extra record fields for the chosen unit."""
@@ -93,4 +100,4 @@ class WindowedShield(ProcessShield):
     def ranked(self, used: dict, capacity: float) -> tuple[list, list]:
         """`oorkiller candidates`: every unit with its share, and the excluded."""
         return shares.ranking(self.cfg.kill, self.table.entries(), used, capacity,
-                              self.min_share(), self.context.self_pid, self.cgroup_of)
+                              self.min_share(), self.context.self_pid, self.cgroup_of, self.predict)
