@@ -5,7 +5,8 @@ mount and network namespaces, with this test's venv bind-mounted read-only.
 install-service writes the unit; start reaches active (running) through
 READY=1; reload and stop work and are recorded in the journal; and when the
 memory shield's thread is frozen (ptrace, no test hook in the daemon) the
-watchdog pings stop and systemd restarts the daemon. Everything signalled
+watchdog pings stop and systemd restarts the daemon; uninstall-service stops and
+removes it and keeps the configuration. Everything signalled
 lives inside the container.
 """
 import os
@@ -207,3 +208,13 @@ def test_the_watchdog_restarts_a_daemon_whose_memory_shield_hangs(service):
     text = journal(service)
     assert "Watchdog timeout" in text, text                          # systemd's own line
     assert text.count("oorkiller: start ") >= 2, text
+
+
+def test_uninstall_stops_and_removes_the_service_and_keeps_the_config(service):
+    assert service.run("systemctl", "start", "oorkiller").returncode == 0
+    removed = service.run(PROGRAM, "uninstall-service")
+    assert removed.returncode == 0, removed.stderr
+    assert "ran: systemctl disable --now oorkiller.service" in removed.stdout
+    assert show(service, "ActiveState") == "inactive" and show(service, "LoadState") == "not-found"
+    assert "kept /etc/oorkiller/oorkiller.yaml" in removed.stdout
+    assert service.run("cat", "/etc/oorkiller/oorkiller.yaml").stdout == "dry_run: true\n"
