@@ -1,13 +1,16 @@
 """The command line: exit codes, FILE:LINE errors, and the
 operator's tools reading the real machine."""
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from oorkiller.config import default_config_text, load_config_text
+from oorkiller.quantities import format_size
 from sandbox import in_pid_namespace, oorkiller_command
 
 
@@ -94,3 +97,44 @@ def test_candidates_and_status_show_the_ranking_and_the_exclusions():
     assert result["status_rc"] == 0
     (memory,) = [r for r in json.loads(result["status"])["resources"] if r["resource"] == "memory"]
     assert memory["state"] == "ok" and 0 < memory["available"] <= memory["total"]
+
+
+SIZE = r"-?\d+(\.\d)?(B|KiB|MiB|GiB|TiB|PiB)"
+
+
+def test_status_shows_every_figure_in_its_unit_and_no_python_containers(config_file):
+    """Status only reads: it runs on the real machine, on the embedded default."""
+    path = config_file(run("print-default-config").stdout)
+    text, raw = run("status", "-c", path), run("status", "-c", path, "--json")
+    assert text.returncode == 0 and raw.returncode == 0, text.stderr + raw.stderr
+    assert "{" not in text.stdout and "[" not in text.stdout, text.stdout
+    lines = {line.split()[0]: line for line in text.stdout.splitlines()}
+    figures = {resource: dict(part.split("=", 1) for part in line.split()[2:] if "=" in part)
+               for resource, line in lines.items()}
+    memory, disk, cpu = figures["memory"], figures["disk"], figures["cpu"]
+    for key in ("available", "total", "term_level", "kill_level"):
+        assert re.fullmatch(SIZE, memory[key]), (key, memory[key])
+    assert re.fullmatch(r"\d+(\.\d+)?%", memory["available_pct"])
+    for key in ("free", "total", "levels.clean", "levels.kill", "deleted_open_bytes"):
+        assert re.fullmatch(SIZE, disk[key]), (key, disk[key])
+    assert re.fullmatch(r"\d+", disk["levels.inodes_kill"])          # a count of inodes, not bytes
+    assert cpu["for"].endswith("s") and cpu["min_share_pct"].endswith("%")
+    # --json keeps the exact numbers: the total (which does not move) is the same figure
+    exact = {r["resource"]: r for r in json.loads(raw.stdout)["resources"]}
+    assert memory["total"] == format_size(exact["memory"]["total"])
+    assert isinstance(exact["memory"]["total"], int) and isinstance(exact["disk"]["levels"], dict)
+
+
+def test_status_rows_of_any_shape_are_flattened_and_humanised():
+    from oorkiller.cli.display import print_status
+    rows = [{"resource": "disk", "state": "ok", "levels": {"kill": 3 << 30, "inodes_kill": 5000},
+             "cache_bytes": 1536, "held_for": 2.5, "mounts": ["/", "/var"],
+             "writers": [{"pid": 7, "rate_bytes": 1 << 20}], "psi": None, "reason": "a b"},
+            {"resource": "cpu", "state": "acting", "load_per_cpu_level": 4.0, "busy_pct": 99.5}]
+    out = io.StringIO()
+    print_status(rows, out)
+    first, second = out.getvalue().splitlines()
+    assert first.split()[2:] == ["levels.kill=3GiB", "levels.inodes_kill=5000", "cache_bytes=1.5KiB",
+                                 "held_for=2.5s", "mounts=/,/var", "writers.0.pid=7",
+                                 "writers.0.rate_bytes=1MiB", "psi=-", 'reason="a', 'b"']
+    assert second.split()[2:] == ["load_per_cpu_level=4", "busy_pct=99.5%"]

@@ -1,5 +1,5 @@
 """The command line: run, check-config, candidates, status, events,
-print-default-config. Exit codes: 0 fine, 2 bad config or usage, 1 fatal."""
+print-default-config, install-service, uninstall-service. Exit codes: 0 fine, 2 bad config or usage, 1 fatal."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,11 @@ def cmd_check_config(args) -> int:
     if not problems:
         print(f"{args.file}: ok")
     return EXIT_CONFIG if problems else EXIT_OK
+
+
+def cmd_service(args) -> int:
+    from oorkiller.cli import service
+    return service.run_from_args(args)
 
 
 def cmd_print_default_config(_args) -> int:
@@ -163,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     default = sub.add_parser("print-default-config", help="print the embedded default configuration")
     default.set_defaults(func=cmd_print_default_config)
+
+    for name, does in (("install-service", "write the systemd unit, and the default configuration if absent"),
+                       ("uninstall-service", "remove the unit install-service wrote (never the configuration)")):
+        service = sub.add_parser(name, help=does)
+        service.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+        service.add_argument("--unit-dir", default="/etc/systemd/system")
+        service.add_argument("--config-dir", default="/etc/oorkiller")
+        service.set_defaults(func=cmd_service)
     return parser
 
 
