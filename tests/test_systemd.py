@@ -24,10 +24,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("OORKILLER_SYSTEMD_ROOT", "/var/tmp/oorkiller-systemd-root")
 PROGRAM = os.path.join(sys.prefix, "bin", "oorkiller")
-# Run inside the container by its own python3: freeze the memory shield's thread
-# of PID argv[1], found by its name. Python's thread names are not the kernel's
-# (comm) yet; while no thread carries one, every thread but the main one is
-# frozen: the shields stall and the main thread, which pings, keeps running.
+# Run inside the container by its own python3: freeze only the memory shield's
+# thread of PID argv[1], found by its kernel name (oork-memory); the other
+# shields and the main thread, which pings, keep running.
 FREEZE = r"""
 import ctypes, glob, os, signal, sys
 signal.alarm(90)                       # never hold them longer: exiting detaches the threads
@@ -36,7 +35,9 @@ libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_
 PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 0x4206, 0x4207, 0x40000000
 pid = int(sys.argv[1])
 names = {int(p.split("/")[-2]): open(p).read().strip() for p in glob.glob(f"/proc/{pid}/task/*/comm")}
-tids = [t for t, n in names.items() if n in ("mon-memory", "oork-memory")] or [t for t in names if t != pid]
+tids = [t for t, n in names.items() if n == "oork-memory"]
+if not tids:
+    sys.exit(f"no thread named oork-memory in {sorted(names.values())}")
 for tid in tids:
     for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
         if libc.ptrace(request, tid, None, None) != 0:
