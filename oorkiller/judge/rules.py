@@ -162,3 +162,20 @@ class RuleSet:
             proc.adjust = verdict.adjust
             proc.note = verdict
             verdict.comm = proc.comm
+
+
+def exclusions(entries) -> list[dict]:
+    """Why each judged non-candidate is excluded, for `oorkiller candidates`;
+    kernel threads summed up in one row."""
+    rows, kernel_threads = [], 0
+    for proc in entries:
+        note = proc.note
+        if note is None or note.eligible:
+            continue
+        if note.reason == "kernel thread":
+            kernel_threads += 1
+            continue
+        rows.append({"pid": proc.pid, "name": proc.comm, "reason": note.reason})
+    if kernel_threads:
+        rows.append({"pid": "-", "name": f"({kernel_threads} kernel threads)", "reason": "kernel thread"})
+    return rows

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from oorkiller.judge import choice as victims
+from oorkiller.judge.rules import exclusions
 
 LEVELS = ("process", "process_group", "cgroup")   # the units `auto` offers
 
@@ -248,6 +249,5 @@ def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share
                            "after": after, "enough": enough, "age": round(unit.age),
                            "work": round(unit.work, 1)})
     ranked.sort(key=lambda row: (not row["enough"], -row["score"], row["work"]))
-    excluded += [{"pid": p.pid, "name": p.comm, "reason": p.note.reason}
-                 for p in entries if p.note is not None and not p.note.eligible]
+    excluded += exclusions(entries)
     return ranked, excluded

@@ -16,6 +16,7 @@ import time
 
 from oorkiller.judge import choice as victims
 from oorkiller.judge import shares
+from oorkiller.judge.rules import exclusions
 from oorkiller.judge.decision import Escalate
 from oorkiller.proc._readers import HeldFile, parse_meminfo, parse_psi
 from oorkiller.shields.base import Step
@@ -51,22 +52,6 @@ def describe_value(value: int, total: int, size) -> str:
     if size.percent and total:
         return f"{value * 100 / total:.1f}%"
     return format_size(value)
-
-
-def excluded_processes(table) -> list[dict]:
-    """Why each non-candidate is excluded; kernel threads summed up in one row."""
-    rows, kernel_threads = [], 0
-    for proc in table.entries():
-        note = proc.note
-        if note is None or note.eligible:
-            continue
-        if note.reason == "kernel thread":
-            kernel_threads += 1
-            continue
-        rows.append({"pid": proc.pid, "name": proc.comm, "reason": note.reason})
-    if kernel_threads:
-        rows.append({"pid": "-", "name": f"({kernel_threads} kernel threads)", "reason": "kernel thread"})
-    return rows
 
 
 def regained(proc_root: str, available_before: int) -> dict:
@@ -365,7 +350,7 @@ class MemoryShield(ProcessShield):
                          **cand.parts(), "rss": cand.reclaim, "after": cand.after,
                          "enough": cand.enough, "growth": cand.growth_text,
                          "age": round(cand.age), "work": round(cand.work, 1)})
-        return {"ranked": rows[:top], "excluded": excluded_processes(self.table)}
+        return {"ranked": rows[:top], "excluded": exclusions(self.table.entries())}
 
     def close(self) -> None:
         self.meminfo_file.close()
