@@ -101,7 +101,7 @@ def test_tasks_above_the_level_stop_then_kill_the_group_that_grew_not_the_larges
     assert kill.unit == "process_group" and kill.group == "200"
     assert kill.freeze_first and kill.first_signal == signal.SIGKILL
     assert sorted(p.pid for p in kill.members) == list(range(200, 221))
-    assert kill.fields["grew"] == 20 and kill.fields["tasks"] == 1200 and kill.fields["level"] == 1000
+    assert kill.fields["grew"] == 20 and kill.fields["tasks"] == 1200 and kill.fields["kill_level"] == 1000
     assert "tasks 1200 >= kill level 1000" in kill.reason and "kernel.pid_max 32768" in kill.reason
     assert shield.step(0.75).decisions == [], "one action at a time"
     finish(kill)
@@ -213,7 +213,7 @@ def test_conntrack_warns_once_per_stretch_and_again_when_the_kernel_drops(tmp_pa
     (notice,) = shield.step(10.0).decisions
     assert isinstance(notice, Notice) and notice.event == "conntrack-full"
     assert notice.resource == "network" and notice.level == "warning"
-    assert notice.fields == {"count": 850, "max": 1000, "level": 800, "dropped": 0}
+    assert notice.fields == {"count": 850, "max": 1000, "warn_level": 800, "dropped": 0}
     assert shield.step(20.0).decisions == [], "once per stretch"
     with open(kmsg, "ab") as f:            # a forged user-space line (facility 1) does not count
         f.write(kmsg_entry("nf_conntrack: nf_conntrack: table full, dropping packet", facility=1))

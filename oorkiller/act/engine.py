@@ -196,8 +196,10 @@ class Engine:
             kill.targets += freeze_unit(kill, self.rules, self.proc_root, self.self_pid)
         fields = self._kill_fields(kill, signal.SIGSTOP, kill.reason)
         fields["processes"] = len(kill.targets)
-        self.record("stop", "warning", fields)
-        self._signal_all(kill, signal.SIGKILL)
+        try:
+            self.record("stop", "warning", fields)
+        finally:                           # a stopped unit is never left stopped
+            self._signal_all(kill, signal.SIGKILL)
         if self.dry_run:
             kill.outcome = "dry-run"
             kill.escalated.wait(DRY_KILL_STANDS)

@@ -74,8 +74,9 @@ class ConntrackShield(Shield):
     def notice(self, reading: dict) -> Notice:
         reason = (f"conntrack entries {reading['count']} >= warn level {self.cfg.used.warn} "
                   f"({reading['level']}) of nf_conntrack_max {reading['max']}")
+        # not `level`: that is the record's own severity
         return Notice("network", reason, {"count": reading["count"], "max": reading["max"],
-                                          "level": reading["level"], "dropped": reading["dropped"]},
+                                          "warn_level": reading["level"], "dropped": reading["dropped"]},
                       event="conntrack-full", level="warning")
 
     def status(self) -> list[dict]:

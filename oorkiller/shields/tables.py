@@ -96,7 +96,7 @@ class TableShield(ProcessShield):
 
     def decide(self, reading: dict):
         used, total = self.growth()
-        fields = {self.what: reading["used"], "limit": reading["limit"], "level": reading["level"],
+        fields = {self.what: reading["used"], "limit": reading["limit"], "kill_level": reading["level"],
                   "window": f"{self.window.seconds:.2f}s"}
         choice = shares.choose(self.cfg.kill, self.table.entries(), used, total,
                                int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of)
