@@ -73,6 +73,10 @@ class Count:
     def __str__(self) -> str:
         return f"{_plain_number(self.amount)}{'%' if self.percent else ''}"
 
+    def described(self, limit: int) -> str:
+        """`90% (29491)` of a percentage, `12000` of a count: for a reason text."""
+        return f"{self} ({self.resolve(limit)})" if self.percent else str(self)
+
 
 def _plain_number(value: float) -> str:
     """`5` for 5.0, `2.5` for 2.5: the shortest text that reads back equal."""

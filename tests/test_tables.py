@@ -119,6 +119,7 @@ def test_tasks_a_thread_leak_in_one_process_gets_sigterm_without_freezing(tasks_
     assert kill.unit == "process" and kill.leader.pid == 100 and not kill.freeze_first
     assert kill.first_signal == signal.SIGTERM and kill.term_timeout == 2.0
     assert kill.fields["held"] == 900 and kill.fields["grew"] == 600
+    assert "tasks 30000 >= kill level 90% (29491) of kernel.pid_max 32768" in kill.reason
     shield.close()
 
 

@@ -72,8 +72,8 @@ class ConntrackShield(Shield):
         return Step(self.interval, [self.notice(reading)])
 
     def notice(self, reading: dict) -> Notice:
-        reason = (f"conntrack entries {reading['count']} >= warn level {self.cfg.used.warn} "
-                  f"({reading['level']}) of nf_conntrack_max {reading['max']}")
+        reason = (f"conntrack entries {reading['count']} >= warn level "
+                  f"{self.cfg.used.warn.described(reading['max'])} of nf_conntrack_max {reading['max']}")
         # not `level`: that is the record's own severity
         return Notice("network", reason, {"count": reading["count"], "max": reading["max"],
                                           "warn_level": reading["level"], "dropped": reading["dropped"]},

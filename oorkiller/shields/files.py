@@ -31,7 +31,7 @@ class FilesShield(TableShield):
         used, limit = parse_file_nr(self.file_nr.read())
         level = self.cfg.open.kill.resolve(limit)
         return {"used": used, "limit": limit, "level": level,
-                "reason": f"open files {used} >= kill level {self.cfg.open.kill} ({level}) "
+                "reason": f"open files {used} >= kill level {self.cfg.open.kill.described(limit)} "
                           f"of fs.file-max {limit}"}
 
     def holdings(self) -> dict[int, int]:

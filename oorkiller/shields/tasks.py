@@ -57,7 +57,7 @@ class TasksShield(TableShield):
         name = "kernel.threads-max" if threads_max <= pid_max else "kernel.pid_max"
         level = self.cfg.threads.kill.resolve(limit)
         return {"used": used, "limit": limit, "level": level,
-                "reason": f"tasks {used} >= kill level {self.cfg.threads.kill} ({level}) "
+                "reason": f"tasks {used} >= kill level {self.cfg.threads.kill.described(limit)} "
                           f"of {name} {limit}"}
 
     def holdings(self) -> dict[int, int]:
