@@ -26,7 +26,7 @@ import time
 THIS = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(THIS))
 
-from scenarios_cpu import is_dead, pids_here, reap_all, ready, set_name  # noqa: E402
+from scenarios_cpu import pids_here, reap_all, ready, set_name  # noqa: E402
 from sandbox import Daemon, base_config, reap, wait_until  # noqa: E402
 
 
@@ -103,7 +103,9 @@ def files_now() -> int:
         return int(f.read().split()[0])
 
 
-def group_pids(pgid: int) -> list[int]:
+def group_pids(pgid: int, states: bytes = b"") -> list[int]:
+    """The live members of process group `pgid` (only those in one of
+    `states`, e.g. b"T" for stopped, when given)."""
     found = []
     for pid in pids_here():
         try:
@@ -111,7 +113,7 @@ def group_pids(pgid: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
+        if int(fields[2]) == pgid and fields[0] != b"Z" and (not states or fields[0] in states):
             found.append(pid)
     return found
 
@@ -144,8 +146,9 @@ def fork_bomb(dry_run: bool = False) -> dict:
     if dry_run:
         decided = daemon.wait_for("kill", 30, resource="tasks") is not None
         time.sleep(1.5)                        # a second decision would come now (cooldown says no)
-        left = group_pids(pgid)
-        return finish(daemon, bomb, bystander, decided=decided, left_in_group=len(left), level=level)
+        left, stopped = group_pids(pgid), group_pids(pgid, b"T")
+        return finish(daemon, bomb, bystander, decided=decided, left_in_group=len(left),
+                      stopped_in_group=len(stopped), level=level)
     gone = wait_until(lambda: bomb.poll() is not None, 40)
     time.sleep(1.0)
     left = group_pids(pgid)
