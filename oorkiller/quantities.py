@@ -56,6 +56,28 @@ class Size:
         return _exact_size(int(self.amount))
 
 
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A level of a kernel table (tasks, open files, conntrack entries):
+    a number of entries, or a percentage of the table's limit."""
+
+    amount: float
+    percent: bool
+
+    def resolve(self, limit: int) -> int:
+        """Entries this level stands for, given the table's limit."""
+        if self.percent:
+            return int(limit * self.amount / 100)
+        return int(self.amount)
+
+    def __str__(self) -> str:
+        return f"{_plain_number(self.amount)}{'%' if self.percent else ''}"
+
+    def described(self, limit: int) -> str:
+        """`90% (29491)` of a percentage, `12000` of a count: for a reason text."""
+        return f"{self} ({self.resolve(limit)})" if self.percent else str(self)
+
+
 def _plain_number(value: float) -> str:
     """`5` for 5.0, `2.5` for 2.5: the shortest text that reads back equal."""
     if value == int(value):
@@ -108,6 +130,19 @@ def parse_size(text: str | int) -> Size:
     if nbytes > _MAX_BYTES:
         raise ValueError(f"size too large: {raw!r}")
     return Size(float(int(nbytes)), False)
+
+
+def parse_count(text: str | int) -> Count:
+    """`90%` of a table's limit, or a whole number of entries (`12000`)."""
+    raw = _text_of(text, "count")
+    number, unit = _split(raw, "count", "90% or 12000")
+    if unit == "%":
+        if number > 100:
+            raise ValueError(f"a percentage cannot be above 100%: {raw!r}")
+        return Count(number, True)
+    if unit or number != int(number):
+        raise ValueError(f"a count is a whole number or a percentage: {raw!r} (expected e.g. 90% or 12000)")
+    return Count(number, False)
 
 
 def parse_duration(text: str | int | float) -> float:

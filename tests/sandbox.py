@@ -135,7 +135,9 @@ def base_config(**sections) -> dict:
         "cpu": {"enabled": False},
         "disks": [],
         "io": {"enabled": False},
-        "network": {"duplicate_mac": {"enabled": False}},
+        "tasks": {"enabled": False},
+        "files": {"enabled": False},
+        "network": {"duplicate_mac": {"enabled": False}, "conntrack": {"enabled": False}},
     }
     config.update(sections)
     return config

@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v ovs-vsctl >/dev/null || need+=(openvswitch-switch)
 command -v systemd-analyze >/dev/null || need+=(systemd)

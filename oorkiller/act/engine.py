@@ -12,7 +12,9 @@ Kills: the pidfds are taken when the decision is handed over (on the
 shield's thread, right after the choice), SIGTERM then SIGKILL after the
 timeout (or at once when the decision is escalated), process_mrelease after
 SIGKILL, a wait for death, and a `reclaimed` record. A group kill is followed
-for a while so what it forks after the choice dies too (act/follow.py).
+for a while so what it forks after the choice dies too (act/follow.py); a
+kill with `freeze_first` stops the whole unit first (act/freeze.py), records
+one `stop`, then SIGKILLs everyone stopped.
 
 Dry run: every record says what would have been done and nothing is
 signalled, deleted, truncated or set down; a dry kill stands still as a real
@@ -31,6 +33,7 @@ import time
 from oorkiller import kernel
 from oorkiller.act import cleanup
 from oorkiller.act.follow import follow_unit
+from oorkiller.act.freeze import freeze_unit
 from oorkiller.act.link import set_down
 from oorkiller.act.signals import send, wait_for_death
 from oorkiller.act.truncate import truncate
@@ -156,6 +159,8 @@ class Engine:
     # ------------------------------------------------------------ kill
     def _kill(self, kill: Kill) -> None:
         started = time.monotonic()
+        if kill.freeze_first:
+            return self._freeze_and_kill(kill, started)
         if self.dry_run:
             self._signal_all(kill, kill.first_signal)
             kill.outcome = "dry-run"
@@ -183,6 +188,31 @@ class Engine:
                         pid=remaining[0].pid, name=remaining[0].name)
             return
         self._reclaimed(kill, "SIGKILL", started, follower)
+
+    def _freeze_and_kill(self, kill: Kill, started: float) -> None:
+        """Stop the whole unit (what it forks meanwhile included), record one
+        `stop`, then SIGKILL everyone stopped: one action per fork bomb."""
+        if not self.dry_run:
+            kill.targets += freeze_unit(kill, self.rules, self.proc_root, self.self_pid)
+        fields = self._kill_fields(kill, signal.SIGSTOP, kill.reason)
+        fields["processes"] = len(kill.targets)
+        try:
+            self.record("stop", "warning", fields)
+        finally:                           # a stopped unit is never left stopped
+            self._signal_all(kill, signal.SIGKILL)
+        if self.dry_run:
+            kill.outcome = "dry-run"
+            kill.escalated.wait(DRY_KILL_STANDS)
+            return
+        for target in kill.targets:
+            kernel.process_mrelease(target.pidfd)
+        remaining = wait_for_death(kill.targets, KILL_WAIT)
+        if remaining:
+            kill.outcome = "alive"
+            self._error(kill.resource, f"{len(remaining)} victim(s) still alive {KILL_WAIT:g}s after SIGKILL",
+                        pid=remaining[0].pid, name=remaining[0].name)
+            return
+        self._reclaimed(kill, "SIGKILL", started, None)
 
     def _kill_fields(self, kill: Kill, signum: int, reason: str) -> dict:
         leader = kill.targets[0]

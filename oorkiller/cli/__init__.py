@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cand = sub.add_parser("candidates", help="rank the processes that would be chosen now")
     cand.add_argument("-c", "--config")
-    cand.add_argument("--resource", choices=["memory", "cpu", "io"], default="memory")
+    cand.add_argument("--resource", choices=["memory", "cpu", "io", "tasks", "files"], default="memory")
     cand.add_argument("--top", type=int, default=10)
     cand.add_argument("--json", action="store_true")
     cand.set_defaults(func=cmd_candidates)

@@ -22,19 +22,20 @@ from typing import Any
 import yaml
 
 from oorkiller.config.validate import (
-    Check, _Reader, _absolute_path, _bool, _choice, _cleanup_dir, _command, _device, _duration,
+    Check, _Reader, _absolute_path, _bool, _choice, _cleanup_dir, _command, _count, _device, _duration,
     _file_glob, _int_in, _interval, _key, _line_of, _list_of, _mapping_of, _millis, _nested,
     _number_in, _optional, _percent, _pid, _rate, _regex, _set_of, _size, _user,
 )
-from oorkiller.quantities import Size
+from oorkiller.quantities import Count, Size
 
 KILL_UNITS = ("process", "process_group", "cgroup", "auto")
 LOG_LEVELS = ("debug", "info", "warning")
 MAC_ACTIONS = ("alert", "down")
-RESOURCES = frozenset({"memory", "cpu", "disk", "io", "network"})
+RESOURCES = frozenset({"memory", "cpu", "disk", "io", "network", "tasks", "files"})
 # The events that are an action on the machine: a hook runs on these by default.
-ACTION_EVENTS = frozenset({"term", "kill", "cleanup", "truncate", "duplicate-mac", "down"})
-HOOK_EVENTS = ACTION_EVENTS | {"reclaimed", "duplicate-mac-cleared", "nothing-to-kill"}
+ACTION_EVENTS = frozenset({"term", "kill", "cleanup", "truncate", "duplicate-mac", "down",
+                           "conntrack-full"})
+HOOK_EVENTS = ACTION_EVENTS | {"reclaimed", "duplicate-mac-cleared", "nothing-to-kill", "stop"}
 
 
 def _not_above(r: _Reader, low: Size, high: Size, where: int, what: str) -> None:
@@ -224,6 +225,43 @@ class IoConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KillLevel:
+    kill: Count = _key(_count, Count(90.0, True))
+
+
+@dataclass(frozen=True, slots=True)
+class WarnLevel:
+    warn: Count = _key(_count, Count(90.0, True))
+
+
+@dataclass(frozen=True, slots=True)
+class TasksConfig:
+    enabled: bool = _key(_bool, True)
+    interval: float = _key(_interval, 1.0)
+    threads: KillLevel = _nested(KillLevel())     # of kernel.threads-max, or pid_max if smaller
+    kill: str = _key(_choice(*KILL_UNITS), "auto")
+    term_timeout: float = _key(_duration, 5.0)
+    cooldown: float = _key(_duration, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class FilesConfig:
+    enabled: bool = _key(_bool, True)
+    interval: float = _key(_interval, 1.0)
+    open: KillLevel = _nested(KillLevel())        # of fs.file-max
+    kill: str = _key(_choice(*KILL_UNITS), "auto")
+    term_timeout: float = _key(_duration, 5.0)
+    cooldown: float = _key(_duration, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackConfig:
+    enabled: bool = _key(_bool, True)
+    interval: float = _key(_interval, 10.0)
+    used: WarnLevel = _nested(WarnLevel())        # of nf_conntrack_max
+
+
+@dataclass(frozen=True, slots=True)
 class DuplicateMacConfig:
     enabled: bool = _key(_bool, True)
     interval: float = _key(_interval, 10.0)
@@ -234,6 +272,7 @@ class DuplicateMacConfig:
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
     duplicate_mac: DuplicateMacConfig = _nested(DuplicateMacConfig())
+    conntrack: ConntrackConfig = _nested(ConntrackConfig())
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,5 +297,7 @@ class Config:
     cpu: CpuConfig = _nested(CpuConfig())
     disks: tuple[DiskConfig, ...] = _key(_list_of(_mapping_of(DiskConfig), _one_disk_per_path), ())
     io: IoConfig = _nested(IoConfig())
+    tasks: TasksConfig = _nested(TasksConfig())
+    files: FilesConfig = _nested(FilesConfig())
     network: NetworkConfig = _nested(NetworkConfig())
     hooks: tuple[Hook, ...] = _key(_list_of(_mapping_of(Hook)), ())

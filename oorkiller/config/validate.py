@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import yaml
 
-from oorkiller.quantities import parse_duration, parse_percent, parse_rate, parse_size
+from oorkiller.quantities import parse_count, parse_duration, parse_percent, parse_rate, parse_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,7 @@ def _positive(parse: Callable[[Any], float]) -> Callable[[Any], float]:
 
 
 _size = _parsed(parse_size)
+_count = _parsed(parse_count)
 _duration = _parsed(parse_duration)
 _interval = _parsed(_positive(parse_duration))
 _percent = _parsed(parse_percent)

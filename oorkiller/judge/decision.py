@@ -55,6 +55,9 @@ class Kill(Decision):
     group: str = ""                  # the pgid or cgroup path of a group unit
     follow: bool = False             # catch what joins the group after the choice
     follow_for: float = 2.0          # seconds of following beyond the longest the kill may take
+    # SIGSTOP the whole unit, and what it forks meanwhile, before SIGKILL: a
+    # fork bomb forks faster than a kill pass goes through it (act/freeze.py).
+    freeze_first: bool = False
     # A reading of what came back, made on the engine's worker with its own
     # files (never a shield's held ones), merged into the `reclaimed` record.
     measure: Callable[[], dict] | None = None

@@ -138,6 +138,7 @@ cdef class Proc:
     cdef readonly bint kthread, alive
     cdef readonly uint64_t cpu_ticks
     cdef readonly bint running       # state R at its last stat read (runnable now)
+    cdef readonly int threads         # num_threads of stat, as of the last read of stat
     cdef readonly int oom_score
     cdef readonly uint64_t rss_bytes  # 0 until ProcTable.read_status(proc)
     cdef readonly uint64_t io_read_bytes, io_write_bytes, io_cancelled, io_syscalls
@@ -501,6 +502,7 @@ cdef class ProcTable:
         p.session = stat.session
         p.cpu_ticks = stat.utime + stat.stime
         p.running = stat.state == c'R'
+        p.threads = <int>stat.num_threads
         if <size_t>len(p.comm) != stat.comm_len or memcmp(<const char *>p.comm, stat.comm, stat.comm_len) != 0:
             p.comm = PyBytes_FromStringAndSize(stat.comm, stat.comm_len)  # prctl(PR_SET_NAME)
 

@@ -169,7 +169,7 @@ cdef class DiskStat:
 
 cdef class PidStat:
     """/proc/PID/stat. `comm` is bytes; times are in clock ticks."""
-    cdef readonly int64_t pid, ppid, pgrp, session, rss_pages
+    cdef readonly int64_t pid, ppid, pgrp, session, rss_pages, num_threads
     cdef readonly bytes comm
     cdef readonly str state
     cdef readonly uint64_t flags, utime, stime, starttime
@@ -325,6 +325,7 @@ def parse_pid_stat(bytes data not None):
     out.state = chr(<unsigned char>s.state)
     out.flags, out.utime, out.stime = s.flags, s.utime, s.stime
     out.starttime, out.rss_pages = s.starttime, s.rss_pages
+    out.num_threads = s.num_threads
     return out
 
 

@@ -40,3 +40,14 @@ def opened_for_writing(table, proc, fd: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return False
+
+
+def count_fds(table, proc) -> int | None:
+    """How many descriptors `proc` holds (the entries of /proc/PID/fd; FDSize
+    of status is the size of the fd table, not a count); None when the
+    process is gone or its PID now names another one."""
+    try:
+        count = len(os.listdir(f"{table.proc_root}/{proc.pid}/fd"))
+    except OSError:
+        return None
+    return count if table.same_process(proc) else None

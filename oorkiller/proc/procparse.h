@@ -312,6 +312,7 @@ typedef struct {
     char state;
     int64_t ppid, pgrp, session;
     uint64_t flags, utime, stime, starttime;
+    int64_t num_threads; /* field 20: the tasks shield counts them */
     int64_t rss_pages;
 } pp_pidstat;
 
@@ -357,6 +358,7 @@ static inline int pp_parse_pidstat(const char *buf, size_t n, pp_pidstat *out)
     out->flags = (uint64_t)field[9];
     out->utime = (uint64_t)field[14];
     out->stime = (uint64_t)field[15];
+    out->num_threads = field[20];
     out->starttime = (uint64_t)field[22];
     out->rss_pages = field[24];
     return 0;

@@ -40,6 +40,7 @@ cdef extern from "procparse.h" nogil:
         char state
         int64_t ppid, pgrp, session
         uint64_t flags, utime, stime, starttime
+        int64_t num_threads
         int64_t rss_pages
 
     ctypedef struct pp_pidio:

@@ -13,6 +13,9 @@ SHIELDS = {
     "disk": "oorkiller.shields.disk:DiskShield",
     "io": "oorkiller.shields.io:IoShield",
     "network": "oorkiller.shields.network:NetworkShield",
+    "tasks": "oorkiller.shields.tasks:TasksShield",
+    "files": "oorkiller.shields.files:FilesShield",
+    "conntrack": "oorkiller.shields.conntrack:ConntrackShield",
 }
 
 
@@ -39,4 +42,10 @@ def enabled_shields(config) -> list[str]:
         names.append("io")
     if config.network.duplicate_mac.enabled:
         names.append("network")
+    if config.tasks.enabled:
+        names.append("tasks")
+    if config.files.enabled:
+        names.append("files")
+    if config.network.conntrack.enabled:
+        names.append("conntrack")
     return names

@@ -31,6 +31,7 @@ class Context:
     rules: object                      # judge.rules.RuleSet
     proc_root: str = "/proc"
     sys_root: str = "/sys"
+    dev_root: str = "/dev"             # /dev/kmsg is read from here
     self_pid: int = field(default_factory=os.getpid)
 
 

@@ -112,7 +112,7 @@ class ProcessShield(Shield):
     # ------------------------------------------------------------- deciding
     def kill(self, members, reason: str, fields: dict, *, term_timeout: float,
              unit: str = "process", group: str = "", refused: str = "",
-             first_signal: int = signal.SIGTERM, measure=None) -> Kill:
+             first_signal: int = signal.SIGTERM, measure=None, freeze_first: bool = False) -> Kill:
         """The Kill decision for `members` (the chosen process first); it
         becomes this shield's pending action."""
         fields = {**fields}
@@ -120,7 +120,8 @@ class ProcessShield(Shield):
             fields["unit_refused"] = refused
         self.pending = Kill(self.name, reason, fields, members=list(members),
                             first_signal=first_signal, term_timeout=term_timeout,
-                            unit=unit, group=group, follow=unit != "process", measure=measure)
+                            unit=unit, group=group, follow=unit != "process", measure=measure,
+                            freeze_first=freeze_first)
         self.state = "acting"
         return self.pending
 
