@@ -9,9 +9,11 @@ over it is killed. Growth, not holding, is what points at the culprit: a
 database holding 5,000 descriptors for a week is not what filled the table
 in the last second. A process born inside the window grew by all it holds.
 
-`kill: auto` takes the process when it alone made at least MIN_SHARE of the
-growth of all candidates, else its process group, else its cgroup (a fork
-bomb's children each make a sliver of it; together, all of it).
+`kill: auto` offers the processes, process groups and cgroups that made at
+least MIN_SHARE of the growth of all candidates (a fork bomb's children each
+make a sliver of it; their group, all of it), each with the table predicted
+without what it holds; the one chooser (judge/choice.py) prefers the unit
+whose removal brings the table back under its level.
 """
 from __future__ import annotations
 
@@ -98,8 +100,9 @@ class TableShield(ProcessShield):
         used, total = self.growth()
         fields = {self.what: reading["used"], "limit": reading["limit"], "kill_level": reading["level"],
                   "window": f"{self.window.seconds:.2f}s"}
-        choice = shares.choose(self.cfg.kill, self.table.entries(), used, total,
-                               int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of)
+        choice = shares.choose_unit(self.cfg.kill, self.table.entries(), used, total,
+                                    int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of,
+                                    predict=self.predict)
         if choice is None:
             if self.said_nothing:
                 return None
@@ -109,10 +112,18 @@ class TableShield(ProcessShield):
         unit = choice.unit
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
         fields.update(user=unit.leader.uid, grew=unit.used,
-                      held=sum(self.held.get(p.serial, 0) for p in unit.members))
+                      held=sum(self.held.get(p.serial, 0) for p in unit.members),
+                      after=choice.candidate.after, why=choice.verdict.why,
+                      runner_up=choice.verdict.runner_up_text)
         return self.kill(members, reading["reason"], fields, term_timeout=self.cfg.term_timeout,
                          unit=unit.kind, group=unit.key if unit.kind != "process" else "",
                          refused=choice.fallback_reason, **self.kill_options(unit))
+
+    def predict(self, unit) -> tuple[bool, str]:
+        """(enough, the table without `unit`): what it holds given back."""
+        reading = self.reading or self.read()
+        after = reading["used"] - sum(self.held.get(p.serial, 0) for p in unit.members)
+        return after < reading["level"], f"{self.what} {after}"
 
     # ------------------------------------------------------------- reporting
     def status(self) -> list[dict]:
@@ -129,5 +140,6 @@ class TableShield(ProcessShield):
         self.sample(window, time.monotonic())
         used = window.usage()
         ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), used, sum(used.values()),
-                                          int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of)
+                                          int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of,
+                                          self.predict)
         return {"ranked": ranked[:top], "excluded": excluded}
