@@ -14,6 +14,34 @@ from sandbox import MiB, VICTIMS, Daemon, base_config, mem_available, reap, vict
 
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
 
+# What the process runs after its exec: two threads hashing (the GIL is
+# released while hashing, so both really run), under a new name, for a while.
+SPIN_AFTER_EXEC = """
+import ctypes, hashlib, threading, time
+ctypes.CDLL(None).prctl(15, b"guarded", 0, 0, 0)
+end, block = time.monotonic() + {seconds}, b"x" * (1 << 20)
+def work():
+    while time.monotonic() < end:
+        hashlib.sha256(block).digest()
+threading.Thread(target=work, daemon=True).start()
+work()
+"""
+
+# Before it: the same spinning as `hog` for a while, then the exec.
+SPIN_THEN_EXEC = """
+import ctypes, hashlib, os, sys, threading, time
+ctypes.CDLL(None).prctl(15, b"hog", 0, 0, 0)
+print("ready", flush=True)
+end, block = time.monotonic() + {before}, b"x" * (1 << 20)
+def work():
+    while time.monotonic() < end:
+        hashlib.sha256(block).digest()
+threading.Thread(target=work, daemon=True).start()
+work()
+os.execv({exe!r}, [{exe!r}, "-c", {after!r}])
+"""
+
+
 def records_of(daemon: Daemon) -> list[dict]:
     return [r for r in daemon.records() if r["event"] != "start"]
 
@@ -45,6 +73,39 @@ def user_hog_named_sshd() -> dict:
     shutil.rmtree(home, ignore_errors=True)
     return {"ready": ready, "comm": comm, "hog_pid": hog.pid, "hog_died": died,
             "ended": reap(hog, bystander), "records": records_of(daemon), "stopped": stopped}
+
+
+def exec_into_protected(spin_before: float = 2.5) -> dict:
+    """A process is first seen as `hog`, spinning; then it execs a program the
+    rules protect by its executable (a copy of the interpreter at a root-owned
+    path) and spins on. The CPU shield chooses it by the verdict of its first
+    sighting; the engine, judging it again before the signal, must refuse."""
+    guarded_dir = tempfile.mkdtemp(prefix="oorkiller-guarded-")
+    guarded = os.path.join(guarded_dir, "guarded-python")
+    shutil.copy2(os.path.realpath(sys.executable), guarded)
+    config = base_config(
+        cpu={"enabled": True, "interval": "500ms", "usage": "90%", "load_per_cpu": 0,
+             "for": "3s", "min_share": "25%", "kill": "auto", "term_timeout": "1s",
+             "cooldown": "60s"},
+        rules=[{"match": {"exe": f"^{guarded}$"}, "protect": True}])
+    daemon = Daemon(config)
+    code = SPIN_THEN_EXEC.format(before=spin_before, exe=guarded,
+                                 after=SPIN_AFTER_EXEC.format(seconds=20))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc.victim_name = "hog"
+    ready = proc.stdout.readline().strip() == "ready"
+    wait_until(lambda: os.path.exists(f"/proc/{proc.pid}/exe")
+               and os.readlink(f"/proc/{proc.pid}/exe") == guarded, 10)
+    exe_after = os.readlink(f"/proc/{proc.pid}/exe")
+    refused = daemon.wait_for("error", 15, member=proc.pid)
+    time.sleep(1.5)               # a signal sent anyway would have landed by now
+    alive = proc.poll() is None
+    stopped = daemon.stop()
+    ended = reap(proc)
+    shutil.rmtree(guarded_dir, ignore_errors=True)
+    return {"ready": ready, "pid": proc.pid, "exe_after": exe_after, "guarded": guarded,
+            "refused": refused, "alive": alive, "ended": ended,
+            "records": records_of(daemon), "stopped": stopped}
 
 
 def start_with_name_only_protect() -> dict:

@@ -348,8 +348,52 @@ def test_a_user_memory_hog_named_sshd_is_killed_under_the_default_rules():
     assert result["ended"]["bystander"] == "alive"
 
 
+# ---------------------------------------------------------------- judged again at the signal
+
+def test_a_process_that_execs_a_protected_program_after_it_was_seen_is_not_signalled():
+    """First seen as `hog`, then exec'd into a program protected by its exe: the
+    CPU shield chooses it by its first verdict; the engine's fresh judgement
+    before the first signal refuses the kill and says which member refused it."""
+    result = in_pid_namespace("scenarios_security", "exec_into_protected", timeout=120)
+    assert result["ready"] and result["exe_after"] == result["guarded"], result
+    assert result["refused"] is not None, result["records"]
+    assert "kill refused" in result["refused"]["reason"] and "protected by rule" in result["refused"]["reason"]
+    assert result["alive"] and result["ended"]["hog"] == "alive", result
+    assert not [r for r in result["records"] if r["event"] in ("term", "kill")], result["records"]
+
+
 def test_the_daemon_warns_once_at_start_about_a_name_only_protect_rule():
     result = in_pid_namespace("scenarios_security", "start_with_name_only_protect", timeout=60)
     warned = [line for line in result["lines"] if "any user can take that name" in line]
     assert len(warned) == 1 and warned[0].startswith(f"oorkiller: {result['config']}:"), result["lines"]
     assert result["stopped"]["rc"] == 0
+
+
+def test_fresh_facts_refuse_a_pid_that_names_another_process_now():
+    """The engine's facts are of the process its pidfd names, or of nobody."""
+    from oorkiller.config import load_config_text
+    from oorkiller.judge.rules import RuleSet
+    from oorkiller.proc.facts import FreshFacts, judge_now
+    from oorkiller.proc.targets import Target
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert wait_for_exec(sleeper.pid, b"sleep")
+        now = FreshFacts().entry(sleeper.pid)
+        rules = RuleSet(load_config_text("rules:\n  - match: {exe: '/sleep$'}\n    protect: true\n"))
+        verdict = judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime, -1))
+        assert not verdict.eligible and "line 2" in verdict.reason
+        assert judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime + 1, -1)) is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime, -1)) is None
+
+
+def wait_for_exec(pid, comm, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            if f.read().strip() == comm:
+                return True
+        time.sleep(0.01)
+    return False
