@@ -114,3 +114,25 @@ def start_with_name_only_protect() -> dict:
     time.sleep(0.5)
     stopped = daemon.stop()
     return {"lines": daemon.lines, "config": daemon.config_path, "stopped": stopped}
+
+
+HOSTILE_NAME = "x\x1b[2J\x1b]0;pwn\x07y"
+
+
+def candidates_with_a_hostile_name() -> dict:
+    """`oorkiller candidates` as root runs it, while a process named with
+    terminal escapes (clear screen, set window title) holds memory."""
+    import yaml
+    from sandbox import oorkiller_command
+    hostile = victim("sleeper", HOSTILE_NAME, "--size", "200")
+    hostile.victim_name = "hostile"
+    path = "/tmp/oorkiller-candidates-sec-%d.yaml" % os.getpid()
+    with open(path, "w") as f:
+        yaml.safe_dump(base_config(memory={"enabled": True}), f)
+    text = subprocess.run([*oorkiller_command(), "candidates", "-c", path, "--top", "5"],
+                          capture_output=True, timeout=30)
+    os.unlink(path)
+    with open(f"/proc/{hostile.pid}/comm", "rb") as f:
+        comm = f.read().rstrip(b"\n")
+    reap(hostile)
+    return {"rc": text.returncode, "stdout": text.stdout.decode("latin-1"), "comm": comm.decode("latin-1")}
