@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -21,7 +22,7 @@ from oorkiller import __version__, kernel, notify
 from oorkiller.act.engine import Engine
 from oorkiller.act.hooks import Hooks
 from oorkiller.act.signals import alive, send
-from oorkiller.config import ConfigError, load_config
+from oorkiller.config import ConfigError, config_warnings, load_config
 from oorkiller.judge.rules import RuleSet
 from oorkiller.proc._proctable import raise_fd_limit
 from oorkiller.proc.targets import Target
@@ -191,6 +192,7 @@ class Daemon:
             # every other user's hog would be invisible: say so at once.
             self.writer.emit("error", "err", reason=f"{hidden}; give the daemon CAP_SYS_PTRACE "
                              "(the shipped unit does) or run it without hidepid")
+        self.warn_about(self.config)
         self.notifier.ready(self.one_line_status())
         # The main thread sleeps until a signal wakes it, or until the next
         # watchdog ping is due: an idle daemon costs no wake-ups here.
@@ -242,6 +244,7 @@ class Daemon:
             self.writer.emit("error", "err", config=self.config_path,
                              reason=f"reload refused, running configuration kept: {err}")
             return
+        self.warn_about(new)
         self.stop_shields()
         self.config = new
         self.hooks.configure(new.hooks)
@@ -249,6 +252,14 @@ class Daemon:
         self.writer.emit("reload", "info", config=self.config_path,
                          monitors=",".join(s.name for s in self.shields) or "none",
                          dry_run="yes" if self.dry_run else "no")
+
+    @staticmethod
+    def warn_about(config) -> None:
+        """Valid but unsafe settings, once per configuration, on stderr (the
+        operator's terminal or the journal), as `check-config` prints them."""
+        for warning in config_warnings(config):
+            sys.stderr.write(f"oorkiller: {warning}\n")
+        sys.stderr.flush()
 
 
 def _try(fn, *args) -> bool:

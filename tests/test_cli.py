@@ -138,3 +138,29 @@ def test_status_rows_of_any_shape_are_flattened_and_humanised():
                                  "held_for=2.5s", "mounts=/,/var", "writers.0.pid=7",
                                  "writers.0.rate_bytes=1MiB", "psi=-", 'reason="a', 'b"']
     assert second.split()[2:] == ["load_per_cpu_level=4", "busy_pct=99.5%"]
+
+
+# ---------------------------------------------------------------- hostile text
+ESCAPES = ("\x1b", "\x07", "\x9b")
+
+
+def test_candidates_print_a_process_named_with_terminal_escapes_escaped():
+    result = in_pid_namespace("scenarios_security", "candidates_with_a_hostile_name")
+    assert result["rc"] == 0 and "\x1b[" in result["comm"], result
+    assert "x\\x1b[2J\\x1b]0;pwn\\x07y" in result["stdout"], result["stdout"]
+    assert not any(ch in result["stdout"] for ch in ESCAPES)
+
+
+def test_candidates_escape_cgroup_paths_and_reasons_too():
+    """A cgroup's name is chosen by whoever created it (a user's delegated
+    subtree); the CPU and IO rankings print it as the unit's group."""
+    import io
+    from oorkiller.cli.display import print_candidates
+    out = io.StringIO()
+    print_candidates({"resource": "cpu",
+                      "ranked": [{"pid": 7, "name": b"a\x1b[31m", "unit": "cgroup",
+                                  "group": "/user.slice/evil\x1b]0;t\x07\udcff", "share": 0.5}],
+                      "excluded": [{"pid": 8, "name": b"b\x9b", "reason": "protected \x1b[1m"}]}, out)
+    text = out.getvalue()
+    assert not any(ch in text for ch in ESCAPES), repr(text)
+    assert "/user.slice/evil\\x1b]0;t\\x07\\xff" in text and "a\\x1b[31m" in text

@@ -80,12 +80,21 @@ def test_the_default_disk_cleans_only_rotated_open_vswitch_logs():
 
 
 def test_the_default_rules_protect_the_services_and_avoid_vms():
-    protect, avoid = default_config().rules
-    assert protect.protect
-    for name in ("sshd", "systemd", "systemd-journald", "ovs-vswitchd", "ovsdb-server", "libvirtd"):
-        assert protect.match.name.search(name), name
-    for name in ("bash", "sshd-evil", "python3"):
-        assert not protect.match.name.search(name), name
+    *protects, avoid = default_config().rules
+    assert all(rule.protect for rule in protects)
+    by_cgroup = [r.match.cgroup for r in protects if r.match.cgroup is not None]
+    by_exe = [r.match for r in protects if r.match.exe is not None]
+    for unit in ("init.scope", "system.slice/ssh.service", "system.slice/sshd.service",
+                 "system.slice/systemd-journald.service", "system.slice/ovs-vswitchd.service",
+                 "system.slice/ovsdb-server.service", "system.slice/libvirtd.service"):
+        assert any(c.search("/" + unit) for c in by_cgroup), unit
+    for unit in ("user.slice/user-1000.slice/session-1.scope", "system.slice/sshd-evil.service",
+                 "user.slice/user-1000.slice/user@1000.service/system.slice/sshd.service"):
+        assert not any(c.search("/" + unit) for c in by_cgroup), unit
+    for exe in ("/usr/sbin/sshd", "/usr/sbin/ovs-vswitchd", "/usr/sbin/ovsdb-server",
+                "/usr/sbin/libvirtd", "/usr/lib/systemd/systemd-journald"):
+        assert any(m.exe.search(exe) and m.user == 0 for m in by_exe), exe
+    assert all(m.user == 0 for m in by_exe)      # a user running the same binary is not root
     assert avoid.adjust == -200 and not avoid.protect
     assert avoid.match.cgroup.search("/machine.slice/machine-qemu\\x2d1.scope")
 

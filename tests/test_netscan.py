@@ -205,6 +205,52 @@ def test_other_kernel_lines_are_not_findings(line):
     assert netscan.parse_own_address_line(line) is None
 
 
+def own_address_line(bridge="br0", port="vnet3", mac=MAC):
+    return f"{bridge}: received packet on {port} with own address as source address (addr:{mac}, vlan:0)"
+
+
+def bridge_with_port(sys_tree):
+    sys_tree.add("br0", MAC, bridge=True, devtype="bridge")
+    sys_tree.add("vnet3", TAP_MAC, tap=True, master="br0")
+    sys_tree.add("eth0", "52:54:00:00:00:09", physical=True, master="br0")
+
+
+@pytest.mark.parametrize("mac", [MAC, TAP_MAC, "52:54:00:00:00:09"])
+def test_an_own_address_line_this_namespace_bears_out_is_confirmed(sys_tree, mac):
+    """The bridge's own addresses: its own MAC and each of its ports'."""
+    bridge_with_port(sys_tree)
+    seen = netscan.parse_own_address_line(own_address_line(mac=mac))
+    assert netscan.own_address_confirmed(seen, sys_tree.root)
+
+
+@pytest.mark.parametrize("line", [
+    own_address_line(port="veth-nothere"),                  # no such port here
+    own_address_line(bridge="br-elsewhere"),               # no such bridge here
+    own_address_line(port="lonely"),                       # a port of no bridge
+    own_address_line(bridge="eth0", port="vnet3"),         # not a bridge
+    own_address_line(mac="02:00:00:00:00:66"),             # not one of the bridge's addresses
+    own_address_line(bridge="..", port="vnet3"),
+    own_address_line(port="../br0"),
+])
+def test_an_own_address_line_from_another_namespace_is_not_confirmed(sys_tree, line):
+    """Another namespace's bridge writes the same kernel log: a user who made
+    one in their own namespace can name any port and any MAC."""
+    bridge_with_port(sys_tree)
+    sys_tree.add("lonely", "52:54:00:00:00:07")
+    seen = netscan.parse_own_address_line(line)
+    assert seen is not None and not netscan.own_address_confirmed(seen, sys_tree.root)
+
+
+def test_a_forged_own_address_line_makes_no_decision_and_a_real_one_does(sys_tree, monkeypatch):
+    bridge_with_port(sys_tree)
+    forged = own_address_line(port="veth-nothere")
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch, kernel_lines=[forged])
+    assert step(0.0).decisions == [] and writer.records == []
+    shield, step, writer, downs = network_shield(sys_tree, monkeypatch, kernel_lines=[own_address_line()])
+    step(0.0)
+    assert [(r["event"], r["source"], r["port"]) for r in writer.records] == [("duplicate-mac", "kernel", "vnet3")]
+
+
 # ------------------------------------------------------------ Open vSwitch
 def ovs_table(*rows):
     return json.dumps({"headings": ["name", "mac_in_use", "external_ids", "type"], "data": [
@@ -265,7 +311,7 @@ class RecordingWriter:
         self.records.append({"event": event, "level": level, **fields})
 
 
-def network_shield(sys_tree, monkeypatch, action="alert", dry_run=False):
+def network_shield(sys_tree, monkeypatch, action="alert", dry_run=False, kernel_lines=()):
     """The network shield over a fake sysfs, its decisions carried out by a
     real engine whose link calls are recorded instead of made."""
     from oorkiller.act import engine as engine_module
@@ -273,7 +319,7 @@ def network_shield(sys_tree, monkeypatch, action="alert", dry_run=False):
     from oorkiller.shields.base import Context
     monkeypatch.setattr(ovs, "available", lambda environ=None: False)
     monkeypatch.setattr(network, "KernelLogWatch", lambda: types.SimpleNamespace(
-        kernel_lines=lambda: [], close=lambda: None, problem=""))
+        kernel_lines=lambda: list(kernel_lines), close=lambda: None, problem=""))
     downs = []
     monkeypatch.setattr(engine_module, "set_down", downs.append)
     config = load_config_text(f"network: {{duplicate_mac: {{action: {action}, interval: 1s}}}}\n", "t.yaml")

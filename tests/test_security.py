@@ -236,3 +236,164 @@ def test_a_process_named_like_a_record_cannot_forge_or_split_one():
     assert {r["event"] for r in result["records"]} <= {"term", "kill", "reclaimed", "stop", "nothing-to-kill"}
     assert all(r["pid"] == str(result["hog_pid"]) for r in signalled)
     assert result["lines_not_records"] == [], "every stderr line parses as exactly one record"
+
+
+# ---------------------------------------------------------------- protection nobody can forge
+
+def check_config(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oorkiller", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("match", ["{name: '^sshd$'}", "{cmdline: 'sshd -D'}",
+                                   "{name: '^sshd$', cmdline: '-D'}"])
+def test_a_protect_rule_resting_on_a_name_is_valid_but_warned_about(tmp_path, match):
+    config = tmp_path / "oorkiller.yaml"
+    config.write_text(f"rules:\n  - match: {match}\n    protect: true\n")
+    os.chmod(config, 0o644)
+    done = check_config(config)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"{config}:2: warning: ")
+    assert "any user can take that name" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == f"{config}: ok\n"
+
+
+@pytest.mark.parametrize("match", ["{name: '^sshd$', user: root}", "{exe: '^/usr/sbin/sshd$', user: root}",
+                                   "{cgroup: '^/system\\.slice/sshd\\.service$'}",
+                                   "{name: '^sshd$', descendant_of: 1}"])
+def test_a_protect_rule_with_an_unforgeable_key_is_not_warned_about(tmp_path, match):
+    config = tmp_path / "oorkiller.yaml"
+    config.write_text(f"rules:\n  - match: {match}\n    protect: true\n  - match: {{name: x}}\n    adjust: 10\n")
+    os.chmod(config, 0o644)
+    done = check_config(config)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_bad_config_still_exits_2_with_its_problem(tmp_path):
+    config = tmp_path / "oorkiller.yaml"
+    config.write_text("rules:\n  - match: {name: '('}\n    protect: true\n")
+    os.chmod(config, 0o644)
+    done = check_config(config)
+    assert done.returncode == 2 and done.stderr.startswith(f"{config}:2:") and "warning" not in done.stderr
+
+
+def test_the_embedded_default_protects_by_nothing_a_user_can_forge():
+    from oorkiller.config import config_warnings, default_config
+    rules = [r for r in default_config().rules if r.protect]
+    assert rules and config_warnings(default_config()) == []
+    assert all(r.match.name is None and r.match.cmdline is None for r in rules)
+
+
+class FakeTable:
+    """The reads judge/rules.py makes, from given file contents."""
+    def __init__(self, cgroup=b"", exe=b""):
+        self.cgroup, self.exe = cgroup, exe
+
+    def read_cgroup(self, proc):
+        return self.cgroup
+
+    def read_exe(self, proc):
+        return self.exe
+
+    def read_cmdline(self, proc):
+        return b""
+
+    def read_oom_score_adj(self, proc):
+        return 0
+
+    def get(self, pid):
+        return None
+
+
+def judge_default(cgroup=b"", exe=b"", uid=0, comm=b"sshd"):
+    from oorkiller.config import default_config
+    from oorkiller.judge.rules import RuleSet
+    proc = types.SimpleNamespace(pid=4242, ppid=1, uid=uid, comm=comm, kthread=False)
+    return RuleSet(default_config(), self_pid=1).judge(proc, FakeTable(cgroup, exe))
+
+
+SSHD_CGROUPS = {
+    # cgroup v2 only
+    "unified": b"0::/system.slice/ssh.service\n",
+    # v1 controllers plus systemd's v2 hierarchy without controllers
+    "hybrid": b"4:memory:/system.slice/ssh.service\n3:cpuset:/\n1:name=systemd:/system.slice/ssh.service\n"
+              b"0::/system.slice/ssh.service\n",
+    # v1 only: the first line listed (cpuset) shows `/`; systemd's own hierarchy names the unit
+    "legacy": b"12:cpuset:/\n4:memory:/system.slice/ssh.service\n1:name=systemd:/system.slice/ssh.service\n",
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SSHD_CGROUPS))
+def test_the_default_protects_a_service_by_its_cgroup_on_every_cgroup_layout(layout):
+    verdict = judge_default(cgroup=SSHD_CGROUPS[layout], exe=b"/opt/other/sshd", uid=0)
+    assert not verdict.eligible and "protected" in verdict.reason
+
+
+@pytest.mark.parametrize("cgroup", [b"0::/user.slice/user-1000.slice/session-3.scope\n",
+                                    b"0::/user.slice/user-1000.slice/user@1000.service/system.slice/ssh.service\n"])
+def test_a_user_named_sshd_or_nesting_a_lookalike_cgroup_is_not_protected(cgroup):
+    assert judge_default(cgroup=cgroup, exe=b"/usr/bin/python3.11", uid=1000).eligible
+    # the real sshd binary, run by the user, is the user's and not protected either
+    assert judge_default(cgroup=cgroup, exe=b"/usr/sbin/sshd", uid=1000).eligible
+    assert not judge_default(cgroup=cgroup, exe=b"/usr/sbin/sshd", uid=0).eligible
+
+
+def test_a_user_memory_hog_named_sshd_is_killed_under_the_default_rules():
+    """The attack as a user runs it: `ln -s python ~/sshd; ~/sshd hog.py`."""
+    result = in_pid_namespace("scenarios_security", "user_hog_named_sshd", timeout=120)
+    assert result["ready"] and result["comm"] == "sshd", result
+    assert result["hog_died"], result
+    signalled = [r for r in result["records"] if r["event"] in ("term", "kill")]
+    assert signalled and {r["pid"] for r in signalled} == {str(result["hog_pid"])}, signalled
+    assert result["ended"]["bystander"] == "alive"
+
+
+# ---------------------------------------------------------------- judged again at the signal
+
+def test_a_process_that_execs_a_protected_program_after_it_was_seen_is_not_signalled():
+    """First seen as `hog`, then exec'd into a program protected by its exe: the
+    CPU shield chooses it by its first verdict; the engine's fresh judgement
+    before the first signal refuses the kill and says which member refused it."""
+    result = in_pid_namespace("scenarios_security", "exec_into_protected", timeout=120)
+    assert result["ready"] and result["exe_after"] == result["guarded"], result
+    assert result["refused"] is not None, result["records"]
+    assert "kill refused" in result["refused"]["reason"] and "protected by rule" in result["refused"]["reason"]
+    assert result["alive"] and result["ended"]["hog"] == "alive", result
+    assert not [r for r in result["records"] if r["event"] in ("term", "kill")], result["records"]
+
+
+def test_the_daemon_warns_once_at_start_about_a_name_only_protect_rule():
+    result = in_pid_namespace("scenarios_security", "start_with_name_only_protect", timeout=60)
+    warned = [line for line in result["lines"] if "any user can take that name" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"oorkiller: {result['config']}:"), result["lines"]
+    assert result["stopped"]["rc"] == 0
+
+
+def test_fresh_facts_refuse_a_pid_that_names_another_process_now():
+    """The engine's facts are of the process its pidfd names, or of nobody."""
+    from oorkiller.config import load_config_text
+    from oorkiller.judge.rules import RuleSet
+    from oorkiller.proc.facts import FreshFacts, judge_now
+    from oorkiller.proc.targets import Target
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert wait_for_exec(sleeper.pid, b"sleep")
+        now = FreshFacts().entry(sleeper.pid)
+        rules = RuleSet(load_config_text("rules:\n  - match: {exe: '/sleep$'}\n    protect: true\n"))
+        verdict = judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime, -1))
+        assert not verdict.eligible and "line 2" in verdict.reason
+        assert judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime + 1, -1)) is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert judge_now(rules, Target(sleeper.pid, b"sleep", now.starttime, -1)) is None
+
+
+def wait_for_exec(pid, comm, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            if f.read().strip() == comm:
+                return True
+        time.sleep(0.01)
+    return False

@@ -20,8 +20,7 @@ NEEDED_CAPABILITIES = {
 # Settings that would silently break the daemon (see the unit's comments).
 FORBIDDEN = {
     "ProtectKernelLogs": "hides /dev/kmsg", "PrivateDevices": "hides /dev/kmsg",
-    "ProtectClock": "closes /dev", "ProtectControlGroups": "no cgroup.kill",
-    "ProtectKernelTunables": "read-only /sys", "PrivateNetwork": "hides the host's interfaces",
+    "ProtectClock": "closes /dev", "PrivateNetwork": "hides the host's interfaces",
     "ProtectProc": "hides other processes", "RestrictAddressFamilies": "hooks need the network",
     "User": "the daemon runs as root",
 }
@@ -118,3 +117,25 @@ def test_no_setting_that_would_blind_or_disarm_the_daemon():
     service = unit_settings()["Service"]
     present = {key: why for key, why in FORBIDDEN.items() if key in service}
     assert present == {}
+
+
+def test_the_unit_confines_devices_namespaces_system_calls_and_kernel_settings():
+    service = unit_settings()["Service"]
+    assert service["DevicePolicy"] == "closed" and service["DeviceAllow"] == "/dev/kmsg rw"
+    for key in ("RestrictNamespaces", "ProtectKernelModules", "ProtectKernelTunables",
+                "ProtectControlGroups"):
+        assert service[key] == "yes", key
+    assert service["SystemCallErrorNumber"] == "EPERM"     # never SIGSYS for the last defence
+    assert service["MemoryMin"] == "64M"
+    calls = service["SystemCallFilter"].split()
+    assert calls[0] == "@system-service"
+    assert {"pidfd_open", "pidfd_send_signal", "process_mrelease"} <= set(calls)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_every_system_call_the_filter_names_is_known_to_systemd():
+    """A name systemd does not know makes the whole filter fail to load."""
+    known = subprocess.run(["systemd-analyze", "syscall-filter", "@known"],
+                           capture_output=True, text=True).stdout.split()
+    for name in unit_settings()["Service"]["SystemCallFilter"].split():
+        assert name.startswith("@") or name in known, name

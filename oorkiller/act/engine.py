@@ -38,6 +38,7 @@ from oorkiller.act.link import set_down
 from oorkiller.act.signals import send, wait_for_death
 from oorkiller.act.truncate import truncate
 from oorkiller.judge.decision import Cleanup, Escalate, Kill, LinkDown, Notice, Truncate
+from oorkiller.proc.facts import judge_now
 from oorkiller.proc.targets import close_targets, take_targets
 from oorkiller.quantities import format_size
 
@@ -159,6 +160,8 @@ class Engine:
     # ------------------------------------------------------------ kill
     def _kill(self, kill: Kill) -> None:
         started = time.monotonic()
+        if self._refused(kill):
+            return
         if kill.freeze_first:
             return self._freeze_and_kill(kill, started)
         if self.dry_run:
@@ -213,6 +216,28 @@ class Engine:
                         pid=remaining[0].pid, name=remaining[0].name)
             return
         self._reclaimed(kill, "SIGKILL", started, None)
+
+    def _refused(self, kill: Kill) -> bool:
+        """Judge every process the kill would signal with the current rules
+        and facts read now: the verdict the shield chose by may be as old as
+        the process's first sighting, and it may have exec'd a protected
+        program since. One member that is no candidate now refuses the whole
+        kill (half a group is not the unit that was chosen); the refusal is
+        one `error` record naming that member, and the outcome `refused`."""
+        if self.rules is None:
+            return False
+        for target in kill.targets:
+            verdict = judge_now(self.rules, target, self.proc_root)
+            if verdict is None or verdict.eligible:
+                continue                    # gone (its signal will say so) or still a candidate
+            kill.outcome = "refused"
+            leader = kill.targets[0]
+            self._error(kill.resource, f"kill refused: member {target.pid} is no candidate now: "
+                                       f"{verdict.reason}",
+                        pid=leader.pid, name=leader.name, unit=kill.unit,
+                        member=target.pid, member_name=target.name)
+            return True
+        return False
 
     def _kill_fields(self, kill: Kill, signum: int, reason: str) -> dict:
         leader = kill.targets[0]

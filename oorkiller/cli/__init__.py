@@ -9,7 +9,9 @@ import sys
 import time
 
 from oorkiller import __version__
-from oorkiller.config import ConfigError, check_file, default_config, default_config_text, load_config
+from oorkiller.config import (
+    ConfigError, check_file, config_warnings, default_config, default_config_text, load_config,
+)
 
 SYSTEM_CONFIG = "/etc/oorkiller/oorkiller.yaml"
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
@@ -43,12 +45,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_check_config(args) -> int:
-    problems = check_file(args.file)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if not problems:
-        print(f"{args.file}: ok")
-    return EXIT_CONFIG if problems else EXIT_OK
+    """Problems: listed, exit 2. Warnings (valid but unsafe): listed, exit 0."""
+    try:
+        config = load_config(args.file)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in config_warnings(config):
+        print(warning, file=sys.stderr)
+    print(f"{args.file}: ok")
+    return EXIT_OK
 
 
 def cmd_service(args) -> int:

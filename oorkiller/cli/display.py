@@ -32,19 +32,27 @@ def table(rows: list[list[str]], out) -> None:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
 
 
+def _safe_cell(key: str, value) -> str:
+    """A candidates cell: names, cgroup paths and reasons carry text a
+    process chose (its cgroup's name, a rule's view of its name), so every
+    cell, not only raw bytes, is made safe for root's terminal."""
+    return printable(_cell(key, value).encode("utf-8", "surrogateescape"))
+
+
 def print_candidates(result: dict, out) -> None:
     ranked = result.get("ranked", [])
     out.write(f"{result['resource']}: {len(ranked)} candidate(s), best first\n")
     if ranked:
         keys = [k for k in ranked[0].keys()]
         rows = [[k.upper() for k in keys]]
-        rows += [[_cell(k, row.get(k, "")) for k in keys] for row in ranked]
+        rows += [[_safe_cell(k, row.get(k, "")) for k in keys] for row in ranked]
         table(rows, out)
     excluded = result.get("excluded", [])
     if excluded:
         out.write(f"\nexcluded ({len(excluded)}):\n")
         rows = [["PID", "NAME", "WHY"]]
-        rows += [[str(e["pid"]), _cell("name", e["name"]), e["reason"]] for e in excluded]
+        rows += [[str(e["pid"]), _safe_cell("name", e["name"]), _safe_cell("reason", e["reason"])]
+                 for e in excluded]
         table(rows, out)
 
 

@@ -14,7 +14,7 @@ once, in one `ConfigError`.
 """
 
 from oorkiller.config.load import (
-    ConfigError, check_file, default_config, default_config_text, load_config, load_config_text,
+    ConfigError, check_file, config_warnings, default_config, default_config_text, load_config, load_config_text,
 )
 from oorkiller.config.schema import (
     ACTION_EVENTS, RESOURCES, CleanupRule, Config, CpuConfig, DaemonConfig, DiskConfig, Hook,
@@ -25,6 +25,6 @@ from oorkiller.config.validate import Problem
 __all__ = [
     "ACTION_EVENTS", "RESOURCES", "CleanupRule", "Config", "ConfigError", "CpuConfig",
     "DaemonConfig", "DiskConfig", "Hook", "IoConfig", "LogConfig", "MemoryConfig",
-    "NetworkConfig", "Problem", "check_file", "default_config", "default_config_text",
+    "NetworkConfig", "Problem", "check_file", "config_warnings", "default_config", "default_config_text",
     "load_config", "load_config_text",
 ]

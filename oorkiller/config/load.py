@@ -190,6 +190,33 @@ def check_file(path: str | os.PathLike, check_owner: bool = True) -> list[str]:
     return []
 
 
+# ---------------------------------------------------------------- warnings
+
+# The match keys whose value the process itself chooses: any user can run a
+# program under any name (a link named `sshd`) with any command line.
+_FORGEABLE_KEYS = frozenset({"name", "cmdline"})
+
+
+def _match_keys(match) -> set[str]:
+    return {f.name for f in dataclasses.fields(match)
+            if f.name != "line" and getattr(match, f.name) is not None}
+
+
+def config_warnings(config: Config) -> list[str]:
+    """`FILE:LINE: warning: ...` for each valid but unsafe setting: today a
+    `protect` whose identity rests only on keys a user can forge."""
+    warnings = []
+    for rule in config.rules:
+        keys = _match_keys(rule.match)
+        if rule.protect and keys and keys <= _FORGEABLE_KEYS:
+            warnings.append(
+                f"{config.source}:{rule.line}: warning: this rule protects by "
+                f"{' and '.join(sorted(keys))} alone, and any user can take that name "
+                f"or command line to be protected too; add cgroup, or exe with user "
+                f"(see docs/configuration.md)")
+    return warnings
+
+
 # ---------------------------------------------------------------- the embedded default
 
 

@@ -47,7 +47,8 @@ class Kill(Decision):
     first. SIGTERM first (then SIGKILL after `term_timeout`) or SIGKILL at
     once; after SIGKILL the kernel is asked to reap the memory at once.
     Outcome: dead | alive (still there after SIGKILL) | gone (all had exited
-    before the pidfds were taken) | dry-run."""
+    before the pidfds were taken) | dry-run | refused (a member was no
+    candidate when judged again just before the first signal)."""
     members: list = field(default_factory=list)
     first_signal: int = signal.SIGTERM
     term_timeout: float = 5.0

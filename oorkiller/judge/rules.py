@@ -7,14 +7,16 @@ ProcessShield.rejudge_renamed), and stored in the table's entry (`eligible`,
 
 Matching semantics: every key of a match must hold; every matching
 rule's `adjust` is added; any matching `protect` rule protects. `cmdline`,
-`exe` and `cgroup` are read on demand, only when some rule asks for them.
+`exe` and `cgroup` are read on demand, only when some rule asks for them;
+`cgroup` holds when any of the process's cgroup paths (v2, each v1
+hierarchy) matches.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from oorkiller.proc.cgroup import cgroup_path
+from oorkiller.proc.cgroup import cgroup_paths
 
 MAX_ANCESTRY = 4096  # a ppid chain longer than this is a corrupted read, not a tree
 
@@ -61,9 +63,10 @@ class ProcessFacts:
         return self._exe
 
     @property
-    def cgroup(self) -> str:
+    def cgroups(self) -> list[str]:
+        """Every cgroup path of the process (v2 and each v1 hierarchy)."""
         if self._cgroup is None:
-            self._cgroup = cgroup_path(_safe_read(self.table.read_cgroup, self.proc))
+            self._cgroup = cgroup_paths(_safe_read(self.table.read_cgroup, self.proc))
         return self._cgroup
 
 
@@ -104,7 +107,7 @@ def match_holds(match, facts: ProcessFacts) -> bool:
         return False
     if match.exe is not None and not match.exe.search(facts.exe):
         return False
-    if match.cgroup is not None and not match.cgroup.search(facts.cgroup):
+    if match.cgroup is not None and not any(match.cgroup.search(p) for p in facts.cgroups):
         return False
     return True
 

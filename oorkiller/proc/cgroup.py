@@ -21,6 +21,22 @@ def cgroup_path(raw: bytes) -> str:
     return first
 
 
+def cgroup_paths(raw: bytes) -> list[str]:
+    """Every path of the process's cgroup file: the v2 line's and each v1
+    hierarchy's, in the file's order. A rule's `cgroup` holds when any one
+    matches: systemd names a service's cgroup in the v2 line (unified and
+    hybrid setups) or in its `name=systemd` v1 hierarchy (legacy setups,
+    where controllers such as cpuset often show only `/`), and only root can
+    place a process in a cgroup outside its own delegated subtree, in any
+    hierarchy."""
+    paths = []
+    for line in raw.splitlines():
+        parts = line.split(b":", 2)
+        if len(parts) == 3:
+            paths.append(parts[2].decode("utf-8", "surrogateescape"))
+    return paths
+
+
 def read_cgroup(table, proc) -> str:
     """The cgroup of a table entry, read through the table's identity check;
     "" when the process is gone (it then belongs to no unit)."""

@@ -273,3 +273,41 @@ def parse_own_address_line(text: str) -> Duplicate | None:
     bridge, port = match["bridge"], match["port"]
     return Duplicate(match["mac"].lower(), tuple(sorted({bridge, port})), "local", "kernel",
                      {"bridge": bridge, "port": port})
+
+
+def own_address_confirmed(seen: Duplicate, sys_root: str = "/sys") -> bool:
+    """True if a bridge's own-address line (from parse_own_address_line) is
+    about this network namespace: the kernel log is shared by every namespace,
+    so a user with a bridge in a namespace of their own can write such lines
+    naming anything. Confirmed means: BRIDGE is a bridge here, PORT is here
+    and enslaved to it (its `master`), and the MAC is one of the bridge's own
+    addresses here (the bridge's, or one of its ports', as the kernel's local
+    fdb entries are)."""
+    bridge, port = seen.extra.get("bridge", ""), seen.extra.get("port", "")
+    if not (_plain_name(bridge) and _plain_name(port)):
+        return False
+    base = os.path.join(sys_root, "class", "net")
+    bridge_path = os.path.join(base, bridge)
+    if not os.path.isdir(os.path.join(bridge_path, "bridge")):
+        return False
+    if _link_target_name(os.path.join(base, port), "master") != bridge:
+        return False
+    return seen.mac in _bridge_own_addresses(base, bridge_path)
+
+
+def _plain_name(name: str) -> bool:
+    """An interface name (a line could name '..' or a path)."""
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+def _bridge_own_addresses(base: str, bridge_path: str) -> set[str]:
+    addresses = {(_optional(bridge_path, "address") or "").lower()}
+    try:
+        entries = os.listdir(bridge_path)
+    except OSError:
+        return set()
+    for entry in entries:
+        if entry.startswith("lower_"):
+            addresses.add((_optional(os.path.join(base, entry[len("lower_"):]), "address") or "").lower())
+    addresses.discard("")
+    return addresses

@@ -7,7 +7,10 @@ Each step looks at three sources and merges what they say:
 - the Open vSwitch database, when there is one (`ovs`): guests with the same
   `external_ids:attached-mac`, kind `ovs`, named by their OVS ports;
 - the kernel log: a bridge complaining it "received packet on PORT with own
-  address as source address", read from /dev/kmsg where the monitor started.
+  address as source address", read from /dev/kmsg where the monitor started,
+  and kept only when this namespace's sysfs bears it out (the bridge and its
+  port PORT exist here and the MAC is one of the bridge's own addresses:
+  netscan.own_address_confirmed), since every namespace writes that log.
 
 A duplicate is reported once when it appears (`duplicate-mac`) and once when
 it goes away (`duplicate-mac-cleared`). With `action: down` the shield asks
@@ -82,7 +85,11 @@ class NetworkShield(Shield):
     def _kernel_findings(self, now: float) -> list:
         for line in self.kmsg.kernel_lines():
             seen = netscan.parse_own_address_line(line)
-            if seen is not None and not any(p.search(seen.extra["port"]) for p in self.cfg.ignore):
+            if seen is None or any(p.search(seen.extra["port"]) for p in self.cfg.ignore):
+                continue
+            # Every namespace's bridges write to this one kernel log: only a
+            # line that this namespace's interfaces bear out is a finding.
+            if netscan.own_address_confirmed(seen, self.context.sys_root):
                 self.kernel_seen[seen.key] = (seen, now)
         for key, (_, last) in list(self.kernel_seen.items()):
             if now - last > max(KERNEL_HOLD, 3 * self.interval):

@@ -139,12 +139,27 @@ class ProcessShield(Shield):
         if self.pending is not None and self.pending is not self.handled:
             self.handled = self.pending
             self.cooldown_until = now + cooldown
+            if self.pending.outcome == "refused":
+                self._rejudge_refused(self.pending)
             self.action_over(now)
         if now < self.cooldown_until:
             self.state = "acting"
             return True
         self.state = "ok"
         return False
+
+    def _rejudge_refused(self, kill: Kill) -> None:
+        """The engine found a member of our kill no candidate when it was
+        about to signal it (it exec'd a protected program, say): judge the
+        members again, so the next choice does not pick them once more."""
+        if self._table is None:
+            return                             # released: a new table judges afresh
+        for proc in kill.members:
+            try:
+                self.table.read_stat(proc)     # its name now
+            except OSError:
+                continue                       # gone
+            self.context.rules.rejudge(self.table, proc)
 
     def action_over(self, now: float) -> None:
         """Called once, at the first step after our kill is over."""
