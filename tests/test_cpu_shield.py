@@ -2,7 +2,6 @@
 scoped to the test's own processes, against real spinners. The machine has 2 CPUs; tests use a short `for`."""
 import signal
 
-import pytest
 
 from sandbox import in_pid_namespace, stopped_cleanly
 

@@ -15,7 +15,6 @@ Example counts (hypothesis, fixed seed budget): 9 parsers x 150 mutated
 files + 6 exact round trips x 100 + 300 mixed-bytes = about 2,250 examples,
 plus 100,000 mutated inputs in the sanitizer run; the file takes ~15 s.
 """
-import io
 import json
 import os
 import random

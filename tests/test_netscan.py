@@ -13,7 +13,7 @@ import pytest
 
 from oorkiller.proc import netscan
 from oorkiller.proc import ovs
-from oorkiller.config import default_config, load_config_text
+from oorkiller.config import load_config_text
 
 MAC = "52:54:00:00:00:01"
 TAP_MAC = "fe:54:00:00:00:01"

@@ -4,7 +4,6 @@ Fake /proc trees check exact behaviour (scores, ties, reuse by start time);
 the real /proc, with psutil as the oracle, checks it on processes this test
 spawns. Only those children are ever signalled, by their PID.
 """
-import ctypes
 import os
 import resource
 import signal

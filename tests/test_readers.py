@@ -7,7 +7,6 @@ crash or a wrong value).
 """
 import errno
 import os
-import signal
 import subprocess
 import sys
 

@@ -10,7 +10,7 @@ import time
 
 from oorkiller import __version__
 from oorkiller.config import (
-    ConfigError, check_file, config_warnings, default_config, default_config_text, load_config,
+    ConfigError, config_warnings, default_config, default_config_text, load_config,
 )
 
 SYSTEM_CONFIG = "/etc/oorkiller/oorkiller.yaml"
