@@ -84,7 +84,7 @@ def exec_into_protected(spin_before: float = 2.5) -> dict:
     guarded = os.path.join(guarded_dir, "guarded-python")
     shutil.copy2(os.path.realpath(sys.executable), guarded)
     config = base_config(
-        cpu={"enabled": True, "interval": "500ms", "usage": "90%", "load_per_cpu": 0,
+        cpu={"enabled": True, "interval": "500ms", "usage": "90%", "runnable_per_cpu": 0,
              "for": "3s", "min_share": "25%", "kill": "auto", "term_timeout": "1s",
              "cooldown": "60s"},
         rules=[{"match": {"exe": f"^{guarded}$"}, "protect": True}])
