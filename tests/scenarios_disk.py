@@ -213,3 +213,69 @@ def cleanup_beside_memory_hog(files: int = 100_000) -> dict:
     return finish(daemon, passing=passing, hog_died=hog_died, hog_after=hog_after,
                   left_at_kill=left_at_kill, pass_seconds=pass_ended, left=len(os.listdir(logs)),
                   ended=reap(hog))
+
+
+SWAPPER = r"""
+import os, signal, sys, time
+log, decoy, size = sys.argv[1], sys.argv[2], 8 << 20
+n = os.open(log, os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(n, b"\2" * size)
+os.unlink(log)
+keep = os.dup(n)                         # a higher number: the deleted log stays held
+decoy_fd = os.open(decoy, os.O_PATH)     # all an unprivileged user may have of it
+swaps = truncated = 0
+def report(*_):
+    print(f"swaps={swaps} truncated={truncated}", flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, report)
+print("ready", flush=True)
+began = time.monotonic()
+while time.monotonic() - began < 40:     # hard cap: the test fails, nothing else
+    for _ in range(1000):
+        os.dup2(decoy_fd, n)             # fd n now means the decoy...
+        os.dup2(keep, n)                 # ...and now the deleted log again
+    swaps += 1000
+    if os.fstat(keep).st_size == 0:      # the daemon truncated it: fill it again
+        truncated += 1
+        os.pwrite(keep, b"\2" * size, 0)
+"""
+
+
+def truncate_swap_attack(rounds: int = 16) -> dict:
+    """An unprivileged holder of a deleted matching log keeps dup2-ing an
+    O_PATH fd of a root file (0644, same tmpfs) onto the log's fd number, so
+    between the daemon's scan and its truncation that number may mean the
+    decoy. The decoy must never be opened for writing; the log is still
+    truncated, round after round."""
+    from inotify import IN_CLOSE_WRITE, IN_MODIFY, Watch
+    fs = private_tmpfs()
+    app = f"{fs}/app"
+    os.mkdir(app)
+    os.chown(app, 65534, 65534)
+    make(f"{fs}/ballast", 48 * MiB, HOUR)               # with the log: 12.5% free
+    decoy = f"{fs}/decoy"
+    with open(decoy, "wb") as f:
+        f.write(b"root's file")
+    os.chmod(decoy, 0o644)
+    before = os.stat(decoy)
+    watch = Watch(decoy, IN_CLOSE_WRITE | IN_MODIFY)
+    holder = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                               sys.executable, "-c", SWAPPER, f"{app}/rotated.log", decoy],
+                              stdout=subprocess.PIPE, text=True)
+    holder.victim_name = "swapper"
+    assert holder.stdout.readline().strip() == "ready"
+    daemon = Daemon(base_config(disks=[disk_section(fs, truncate_deleted=[f"{app}/*.log"])]))
+    wait_until(lambda: len(daemon.records("truncate")) >= rounds, 30)
+    observed = finish(daemon)
+    holder.terminate()
+    report = holder.stdout.readline().strip()
+    holder.wait(5)
+    after = os.stat(decoy)
+    writes = watch.count(IN_CLOSE_WRITE | IN_MODIFY)
+    os.close(os.open(decoy, os.O_WRONLY))               # the watch does see a write open
+    observed.update(report=report, decoy_writes=writes, control_writes=watch.count(IN_CLOSE_WRITE) - writes,
+                    decoy_same=(before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+                    == (after.st_size, after.st_mtime_ns, after.st_ctime_ns),
+                    decoy_text=open(decoy, "rb").read().decode(), log=f"{app}/rotated.log")
+    watch.close()
+    return observed

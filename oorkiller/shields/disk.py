@@ -236,11 +236,12 @@ class DiskShield(ProcessShield):
             disk = by_device[entry.device]
             disk.deleted_bytes += entry.nbytes
             disk.deleted_files += 1
-            if truncate and disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
+            globs = tuple(disk.cfg.truncate_deleted)
+            if truncate and globs and deleted.all_match(entry, globs):
                 self.decisions.append(Truncate(
                     self.name, disk.reason, {"path": disk.cfg.path,
                                              "time_to_full": format_time_to_full(disk.time_to_full())},
-                    entry=entry))
+                    entry=entry, globs=globs))
 
     # ------------------------------------------------------------- abnormal writers
     def _sample_writers(self, now: float) -> None:
