@@ -175,3 +175,54 @@ def test_a_holder_with_another_start_time_is_not_acted_through(tmp_path):
         assert os.fstat(fd).st_size == 8192
     finally:
         os.close(fd)
+
+
+def test_a_scan_stops_at_its_descriptor_budget_and_says_where_to_resume(tmp_path):
+    path = str(tmp_path / "app.log")
+    fd = open_deleted(path, 8192)
+    many = [os.dup(fd) for _ in range(300)]
+    try:
+        dev = os.fstat(fd).st_dev
+        scan = deleted.scan_open_deleted({dev}, budget=deleted.Budget(descriptors=100),
+                                         resume_pid=os.getpid())
+        assert scan.cut_short and scan.descriptors == 100
+        assert scan.resume_pid == os.getpid(), "cut inside this process: resume here"
+        whole = deleted.scan_open_deleted({dev}, resume_pid=os.getpid())
+        assert not whole.cut_short and whole.descriptors >= 301
+        (entry,) = [e for e in whole.found.values() if e.path == path]
+        assert len(entry.holders) == 301
+    finally:
+        for other in many:
+            os.close(other)
+        os.close(fd)
+
+
+def test_a_scan_stops_at_its_time_budget(tmp_path):
+    fd = open_deleted(str(tmp_path / "app.log"), 8192)
+    many = [os.dup(fd) for _ in range(2 * deleted.CHECK_EVERY)]
+    try:
+        scan = deleted.scan_open_deleted({os.fstat(fd).st_dev}, budget=deleted.Budget(seconds=0.0))
+        assert scan.cut_short and scan.descriptors == deleted.CHECK_EVERY
+    finally:
+        for other in many:
+            os.close(other)
+        os.close(fd)
+
+
+def test_a_descriptor_on_an_unwatched_mount_is_never_statted(tmp_path, monkeypatch):
+    """The mount id in fdinfo decides before any stat of the target."""
+    path = str(tmp_path / "app.log")
+    fd = open_deleted(path, 8192)
+    dev = os.fstat(fd).st_dev
+    statted = []
+    real_stat = os.stat
+    monkeypatch.setattr(deleted.os, "stat", lambda p, *a, **k: statted.append(p) or real_stat(p, *a, **k))
+    try:
+        # a device no mount carries: no descriptor of any process is stat'ed
+        assert deleted.scan_open_deleted({os.makedev(4095, 4095)}).found == {}
+        assert not [p for p in statted if "/fd/" in p]
+        found = deleted.scan_open_deleted({dev}).found
+        assert [e for e in found.values() if e.path == path]
+        assert f"/proc/{os.getpid()}/fd/{fd}" in statted
+    finally:
+        os.close(fd)
