@@ -279,3 +279,107 @@ def truncate_swap_attack(rounds: int = 16) -> dict:
                     decoy_text=open(decoy, "rb").read().decode(), log=f"{app}/rotated.log")
     watch.close()
     return observed
+
+
+FD_HOLDER = r"""
+import os, resource, signal, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(int(sys.argv[2]) - 1):
+    os.dup(fd)                                # one open file, many descriptors
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+class FakeWatchdog:
+    """systemd's notification socket: the times of the daemon's WATCHDOG=1."""
+
+    def __init__(self, path: str):
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while self.running:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                continue
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.pings.append(time.monotonic())
+
+    def longest_gap(self, since: float) -> float:
+        times = [since] + [t for t in self.pings if t >= since] + [time.monotonic()]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def deleted_scan_beside_many_descriptors(total: int = 200_000) -> dict:
+    """Unprivileged processes (uid 65534) hold `total` descriptors of a file on
+    another file system. The deleted-open scan is cut short (an error
+    record) and resumes where it stopped, so a genuine deleted log held after
+    them is still truncated; meanwhile the disk shield's steps stay short (a
+    second disk crossing `clean` is cleaned within its interval) and the
+    watchdog keeps being pinged."""
+    watched, other, second = private_tmpfs(), private_tmpfs(), private_tmpfs()
+    target = f"{other}/target"
+    make(target, 10, HOUR)
+    per = resource_limit() - 100
+    holders = []
+    for i in range(-(-total // per)):
+        count = min(per, total - i * per)
+        proc = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                 sys.executable, "-c", FD_HOLDER, target, str(count)],
+                                stdout=subprocess.PIPE, text=True)
+        proc.victim_name = f"fds{i}"
+        holders.append(proc)
+    held = sum(int(open_count(p.pid)) for p in holders if p.stdout.readline().strip() == "ready")
+    make(f"{watched}/ballast", 30 * MiB, HOUR)            # with the 20 MiB log: 21.9% free
+    os.mkdir(f"{watched}/app")
+    log = f"{watched}/app/rotated.log"
+    genuine = subprocess.Popen([sys.executable, "-c", HOLDER, log], stdout=subprocess.PIPE, text=True)
+    genuine.victim_name = "genuine"
+    assert genuine.stdout.readline().strip() == "ready"
+    os.unlink(log)
+    os.mkdir(f"{second}/logs")
+    for i in range(8):
+        make(f"{second}/logs/b.log.{i}", MiB, (10 - i) * HOUR)
+    os.environ.update(NOTIFY_SOCKET=f"{second}/notify", WATCHDOG_USEC="2000000")
+    watchdog = FakeWatchdog(f"{second}/notify")
+    daemon = Daemon(base_config(disks=[disk_section(watched, truncate_deleted=[f"{watched}/app/*.log"]),
+                                       disk_section(second, cleanup=[logs_rule(f"{second}/logs")])]))
+    began = time.monotonic()
+    cut = daemon.wait_for("error", 30)
+    make(f"{second}/ballast", 50 * MiB, HOUR)             # the second disk below clean now
+    crossed = time.monotonic()
+    cleaned = daemon.wait_for("cleanup", 10, path=second)
+    cleanup_after = time.monotonic() - crossed
+    truncated = daemon.wait_for("truncate", 30, file=log)
+    gap = watchdog.longest_gap(began)
+    observed = finish(daemon, held=held, cut=cut, cleaned=cleaned is not None, cleanup_after=cleanup_after,
+                      truncated=truncated is not None, longest_ping_gap=gap, pings=len(watchdog.pings),
+                      seconds=time.monotonic() - began, log=log)
+    watchdog.close()
+    observed["ended"] = reap(genuine, *holders)
+    return observed
+
+
+def resource_limit() -> int:
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def open_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -110,11 +110,12 @@ def find_open_deleted(devices, proc_root: str = "/proc") -> dict:
 
 
 def scan_open_deleted(devices, proc_root: str = "/proc", budget: Budget = Budget(),
-                      resume_pid: int = 0) -> Scan:
+                      resume_pid: int = 0, stop=None) -> Scan:
     """Deleted files still open on `devices`, looking at no more than
     `budget` allows; a scan cut short says so, and where the next one should
     begin (PIDs in order from `resume_pid`, wrapping), so that a user holding
-    many descriptors delays the others' turn but cannot hide them for good."""
+    many descriptors delays the others' turn but cannot hide them for good.
+    `stop` (a threading.Event) ends it early too, when the daemon stops."""
     scan = Scan()
     wanted = set(devices)
     mounts = _WatchedMounts(wanted, proc_root)
@@ -123,7 +124,7 @@ def scan_open_deleted(devices, proc_root: str = "/proc", budget: Budget = Budget
     pids = sorted(_pids(proc_root))
     start = next((i for i, pid in enumerate(pids) if pid >= resume_pid), 0)
     for pid in pids[start:] + pids[:start]:
-        if not _scan_process(pid, wanted, mounts.of(pid), proc_root, scan, budget, deadline):
+        if not _scan_process(pid, wanted, mounts.of(pid), proc_root, scan, budget, deadline, stop):
             scan.cut_short, scan.resume_pid = True, pid
             break
     scan.seconds = time.monotonic() - began
@@ -131,7 +132,7 @@ def scan_open_deleted(devices, proc_root: str = "/proc", budget: Budget = Budget
 
 
 def _scan_process(pid: int, wanted: set, mount_ids: frozenset, proc_root: str,
-                  scan: Scan, budget: Budget, deadline: float) -> bool:
+                  scan: Scan, budget: Budget, deadline: float, stop=None) -> bool:
     """Add the deleted files `pid` holds on `wanted`; False when the budget ran out."""
     if not mount_ids:
         return True                                # no watched file system in its view
@@ -145,7 +146,8 @@ def _scan_process(pid: int, wanted: set, mount_ids: frozenset, proc_root: str,
         # the clock is read only after some work: every scan makes progress
         looked = scan.descriptors
         if looked >= budget.descriptors or (
-                looked and looked % CHECK_EVERY == 0 and time.monotonic() > deadline):
+                looked and looked % CHECK_EVERY == 0
+                and (time.monotonic() > deadline or (stop is not None and stop.is_set()))):
             return False
         scan.descriptors += 1
         # fdinfo is procfs alone: a descriptor on another file system (a hung

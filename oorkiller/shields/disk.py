@@ -145,6 +145,7 @@ class DiskShield(ProcessShield):
         self.rates: dict[int, float] = {}     # serial -> bytes/s over the last sample
         self.deleted_at = 0.0
         self.scanner: threading.Thread | None = None   # the one deleted-open scan under way
+        self.closing = threading.Event()      # ends a scan under way
         self.scanned = None                   # its result, until the next step judges it
         self.resume_pid = 0
         self.decisions: list = []             # made since the last step returned
@@ -243,7 +244,7 @@ class DiskShield(ProcessShield):
     def _scan(self, devices: frozenset) -> None:
         """The scanner thread: one bounded scan, handed to the next step."""
         self.scanned = deleted.scan_open_deleted(devices, self.context.proc_root,
-                                                 resume_pid=self.resume_pid)
+                                                 resume_pid=self.resume_pid, stop=self.closing)
 
     def _judge_scan(self, scan, disks: list, truncate: bool) -> None:
         """Count (and where allowed, truncate) the deleted-open files found."""
@@ -312,8 +313,9 @@ class DiskShield(ProcessShield):
                                         measure=functools.partial(free_after, disk.cfg.path)))
 
     def close(self) -> None:
+        self.closing.set()                    # the scan stops within CHECK_EVERY descriptors
         if self.scanner is not None:
-            self.scanner.join(deleted.SCAN_SECONDS + 1.0)   # bounded by its budget
+            self.scanner.join(deleted.SCAN_SECONDS + 1.0)
         super().close()
 
     # ------------------------------------------------------------- reporting
