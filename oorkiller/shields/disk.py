@@ -14,6 +14,11 @@ never count write_bytes (no writeback), so for those the rate is Δwchar:
 all bytes the process wrote, which over-counts pipes and sockets. A fast
 writer is attributed to a file system only if it holds a descriptor open for
 writing (fdinfo flags O_WRONLY/O_RDWR) on that device.
+
+Deleted-open files are found by a bounded scan (proc/deleted.py) on a
+thread of this shield's own, one at a time: a step starts it at most once
+per interval and judges the last finished one, so no number of descriptors
+held by users, nor one on a hung file system, makes a step wait.
 """
 from __future__ import annotations
 
