@@ -226,3 +226,32 @@ def test_a_descriptor_on_an_unwatched_mount_is_never_statted(tmp_path, monkeypat
         assert f"/proc/{os.getpid()}/fd/{fd}" in statted
     finally:
         os.close(fd)
+
+
+def test_an_fd_swapped_for_one_on_another_mount_is_refused_before_any_fstat(tmp_path, monkeypatch):
+    """fstat of a file on a hung FUSE mount would wait: the mount id of the
+    O_PATH fd is compared with the scanned one first."""
+    from oorkiller.act import truncate as module
+    elsewhere = "/dev/shm" if os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev else None
+    if elsewhere is None:
+        pytest.skip("needs /dev/shm on another file system than the test's tmp_path")
+    decoy = f"{elsewhere}/oorkiller-test-decoy-{os.getpid()}"
+    open(decoy, "wb").close()
+    decoy_fd = os.open(decoy, os.O_PATH | os.O_CLOEXEC)
+    path = str(tmp_path / "app.log")
+    fd = open_deleted(path, 8192)
+    statted = []
+    real_fstat = os.fstat
+    try:
+        entry = scanned(fd, path)
+        assert entry.holders[0].mount_id is not None
+        os.dup2(decoy_fd, fd)
+        monkeypatch.setattr(module.os, "fstat", lambda n: statted.append(os.readlink(f"/proc/self/fd/{n}"))
+                            or real_fstat(n))
+        assert truncate(entry, ANY) is None
+        monkeypatch.undo()
+        assert statted == [], "a descriptor on another mount was fstat'ed"
+    finally:
+        os.close(fd)
+        os.close(decoy_fd)
+        os.unlink(decoy)

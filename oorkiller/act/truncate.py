@@ -10,8 +10,10 @@ been judged:
 
 1. /proc/PID/fd/N of every holder is opened with O_PATH, which opens nothing
    on the target (no device open, no inotify event for a write);
-2. each O_PATH fd must be a regular file with no name left, the device and
-   inode the scan saw, held by the process with the start time the scan saw;
+2. each O_PATH fd must be on the mount the scan saw (its fdinfo mnt_id, read
+   before any fstat, so one swapped for a file on a hung FUSE mount is never
+   stat'ed), a regular file with no name left, the device and inode the scan
+   saw, held by the process with the start time the scan saw;
 3. the name of every holder's descriptor (readlink of our own O_PATH fd,
    " (deleted)" stripped) must match `truncate_deleted`;
 4. only then is that exact object reopened for writing, through our own
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import stat
 
-from oorkiller.proc.deleted import matches, original_path, start_time
+from oorkiller.proc.deleted import fd_mount_id, matches, original_path, start_time
 
 WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -60,6 +62,11 @@ def _hold(holder, entry, proc_root: str) -> int | None:
     try:
         fd = os.open(f"{proc_root}/{holder.pid}/fd/{holder.fd}", os.O_PATH | os.O_CLOEXEC)
     except OSError:
+        return None
+    # A descriptor swapped for one on another mount (a hung FUSE file system)
+    # is refused before any fstat, which would wait for that file system.
+    if holder.mount_id is not None and fd_mount_id(f"{proc_root}/self/fdinfo/{fd}") != holder.mount_id:
+        os.close(fd)
         return None
     # The start time is read after the open: if it is unchanged, the PID
     # named the scanned process all along, so the fd was taken from it.

@@ -42,6 +42,7 @@ class Holder(NamedTuple):
     fd: int
     starttime: int          # of the process, as /proc/PID/stat showed it at the scan
     path: str               # the name this descriptor had, " (deleted)" stripped
+    mount_id: int | None = None   # its fdinfo mnt_id at the scan
 
 
 @dataclass
@@ -152,7 +153,8 @@ def _scan_process(pid: int, wanted: set, mount_ids: frozenset, proc_root: str,
         scan.descriptors += 1
         # fdinfo is procfs alone: a descriptor on another file system (a hung
         # FUSE mount) is never stat'ed, which would wait for that file system.
-        if fd_mount_id(f"{proc_root}/{pid}/fdinfo/{name}") not in mount_ids:
+        mount_id = fd_mount_id(f"{proc_root}/{pid}/fdinfo/{name}")
+        if mount_id not in mount_ids:
             continue
         link = f"{fd_dir}/{name}"
         try:
@@ -165,7 +167,7 @@ def _scan_process(pid: int, wanted: set, mount_ids: frozenset, proc_root: str,
             starttime = start_time(pid, proc_root)
             if starttime is None:
                 return True                        # gone meanwhile
-        holder = Holder(pid, int(name), starttime, original_path(link))
+        holder = Holder(pid, int(name), starttime, original_path(link), mount_id)
         key = (st.st_dev, st.st_ino)
         entry = scan.found.get(key)
         if entry is None:
