@@ -213,3 +213,173 @@ def cleanup_beside_memory_hog(files: int = 100_000) -> dict:
     return finish(daemon, passing=passing, hog_died=hog_died, hog_after=hog_after,
                   left_at_kill=left_at_kill, pass_seconds=pass_ended, left=len(os.listdir(logs)),
                   ended=reap(hog))
+
+
+SWAPPER = r"""
+import os, signal, sys, time
+log, decoy, size = sys.argv[1], sys.argv[2], 8 << 20
+n = os.open(log, os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(n, b"\2" * size)
+os.unlink(log)
+keep = os.dup(n)                         # a higher number: the deleted log stays held
+decoy_fd = os.open(decoy, os.O_PATH)     # all an unprivileged user may have of it
+swaps = truncated = 0
+def report(*_):
+    print(f"swaps={swaps} truncated={truncated}", flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, report)
+print("ready", flush=True)
+began = time.monotonic()
+while time.monotonic() - began < 40:     # hard cap: the test fails, nothing else
+    for _ in range(1000):
+        os.dup2(decoy_fd, n)             # fd n now means the decoy...
+        os.dup2(keep, n)                 # ...and now the deleted log again
+    swaps += 1000
+    if os.fstat(keep).st_size == 0:      # the daemon truncated it: fill it again
+        truncated += 1
+        os.pwrite(keep, b"\2" * size, 0)
+"""
+
+
+def truncate_swap_attack(rounds: int = 16) -> dict:
+    """An unprivileged holder of a deleted matching log keeps dup2-ing an
+    O_PATH fd of a root file (0644, same tmpfs) onto the log's fd number, so
+    between the daemon's scan and its truncation that number may mean the
+    decoy. The decoy must never be opened for writing; the log is still
+    truncated, round after round."""
+    from inotify import IN_CLOSE_WRITE, IN_MODIFY, Watch
+    fs = private_tmpfs()
+    app = f"{fs}/app"
+    os.mkdir(app)
+    os.chown(app, 65534, 65534)
+    make(f"{fs}/ballast", 48 * MiB, HOUR)               # with the log: 12.5% free
+    decoy = f"{fs}/decoy"
+    with open(decoy, "wb") as f:
+        f.write(b"root's file")
+    os.chmod(decoy, 0o644)
+    before = os.stat(decoy)
+    watch = Watch(decoy, IN_CLOSE_WRITE | IN_MODIFY)
+    holder = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                               sys.executable, "-c", SWAPPER, f"{app}/rotated.log", decoy],
+                              stdout=subprocess.PIPE, text=True)
+    holder.victim_name = "swapper"
+    assert holder.stdout.readline().strip() == "ready"
+    daemon = Daemon(base_config(disks=[disk_section(fs, truncate_deleted=[f"{app}/*.log"])]))
+    wait_until(lambda: len(daemon.records("truncate")) >= rounds, 30)
+    observed = finish(daemon)
+    holder.terminate()
+    report = holder.stdout.readline().strip()
+    holder.wait(5)
+    after = os.stat(decoy)
+    writes = watch.count(IN_CLOSE_WRITE | IN_MODIFY)
+    os.close(os.open(decoy, os.O_WRONLY))               # the watch does see a write open
+    observed.update(report=report, decoy_writes=writes, control_writes=watch.count(IN_CLOSE_WRITE) - writes,
+                    decoy_same=(before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+                    == (after.st_size, after.st_mtime_ns, after.st_ctime_ns),
+                    decoy_text=open(decoy, "rb").read().decode(), log=f"{app}/rotated.log")
+    watch.close()
+    return observed
+
+
+FD_HOLDER = r"""
+import os, resource, signal, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(int(sys.argv[2]) - 1):
+    os.dup(fd)                                # one open file, many descriptors
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+class FakeWatchdog:
+    """systemd's notification socket: the times of the daemon's WATCHDOG=1."""
+
+    def __init__(self, path: str):
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while self.running:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                continue
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.pings.append(time.monotonic())
+
+    def longest_gap(self, since: float) -> float:
+        times = [since] + [t for t in self.pings if t >= since] + [time.monotonic()]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def deleted_scan_beside_many_descriptors(total: int = 200_000) -> dict:
+    """Unprivileged processes (uid 65534) hold `total` descriptors of a file on
+    another file system. The deleted-open scan is cut short (an error
+    record) and resumes where it stopped, so a genuine deleted log held after
+    them is still truncated; meanwhile the disk shield's steps stay short (a
+    second disk crossing `clean` is cleaned within its interval) and the
+    watchdog keeps being pinged."""
+    watched, other, second = private_tmpfs(), private_tmpfs(), private_tmpfs()
+    target = f"{other}/target"
+    make(target, 10, HOUR)
+    per = resource_limit() - 100
+    holders = []
+    for i in range(-(-total // per)):
+        count = min(per, total - i * per)
+        proc = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                 sys.executable, "-c", FD_HOLDER, target, str(count)],
+                                stdout=subprocess.PIPE, text=True)
+        proc.victim_name = f"fds{i}"
+        holders.append(proc)
+    held = sum(int(open_count(p.pid)) for p in holders if p.stdout.readline().strip() == "ready")
+    make(f"{watched}/ballast", 30 * MiB, HOUR)            # with the 20 MiB log: 21.9% free
+    os.mkdir(f"{watched}/app")
+    log = f"{watched}/app/rotated.log"
+    genuine = subprocess.Popen([sys.executable, "-c", HOLDER, log], stdout=subprocess.PIPE, text=True)
+    genuine.victim_name = "genuine"
+    assert genuine.stdout.readline().strip() == "ready"
+    os.unlink(log)
+    os.mkdir(f"{second}/logs")
+    for i in range(8):
+        make(f"{second}/logs/b.log.{i}", MiB, (10 - i) * HOUR)
+    os.environ.update(NOTIFY_SOCKET=f"{second}/notify", WATCHDOG_USEC="2000000")
+    watchdog = FakeWatchdog(f"{second}/notify")
+    daemon = Daemon(base_config(disks=[disk_section(watched, truncate_deleted=[f"{watched}/app/*.log"]),
+                                       disk_section(second, cleanup=[logs_rule(f"{second}/logs")])]))
+    began = time.monotonic()
+    cut = daemon.wait_for("error", 30)
+    make(f"{second}/ballast", 50 * MiB, HOUR)             # the second disk below clean now
+    crossed = time.monotonic()
+    cleaned = daemon.wait_for("cleanup", 10, path=second)
+    cleanup_after = time.monotonic() - crossed
+    truncated = daemon.wait_for("truncate", 30, file=log)
+    gap = watchdog.longest_gap(began)
+    observed = finish(daemon, held=held, cut=cut, cleaned=cleaned is not None, cleanup_after=cleanup_after,
+                      truncated=truncated is not None, longest_ping_gap=gap, pings=len(watchdog.pings),
+                      seconds=time.monotonic() - began, log=log)
+    watchdog.close()
+    observed["ended"] = reap(genuine, *holders)
+    return observed
+
+
+def resource_limit() -> int:
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def open_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

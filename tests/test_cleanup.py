@@ -210,3 +210,30 @@ def test_a_directory_swapped_for_a_link_mid_pass_never_leads_outside(tmp_path, l
         swapper.join()
     assert all(os.path.exists(p) for p in precious), "a file outside the rule's directory was deleted"
     assert deleted > 0, "the passes must really have deleted inside"
+
+
+def test_the_recheck_before_unlink_keeps_the_min_age_of_the_rule_that_matched(logs):
+    """Two rules on one directory: *.tmp after 1 minute, *.log.* after 10.
+    A log seen old at the walk and touched to 5 minutes old before its turn
+    is kept: the re-check holds it to its own rule's 10 minutes, not to the
+    1 minute of the other rule."""
+    tmp = make(logs / "scratch.tmp", age=3 * HOUR)            # oldest: goes first
+    log = make(logs / "app.log.1", age=2 * HOUR)
+    readings = []
+
+    def statvfs():
+        # 1st reading: Goal(); 2nd: after scratch.tmp went (the estimate says
+        # "enough"), between the walk and the log's re-check.
+        readings.append(1)
+        if len(readings) == 2:
+            then = time.time() - 5 * 60
+            os.utime(log, (then, then))
+        return types.SimpleNamespace(f_bavail=0, f_frsize=1, f_favail=1000, f_files=1000)
+
+    goal = cleanup.Goal(statvfs, os.stat(tmp).st_blocks * 512, None)
+    result = cleanup.run_pass([rule(logs, glob="*.tmp", min_age=60), rule(logs, glob="*.log.*", min_age=600)],
+                              os.stat(logs).st_dev, goal)
+    assert len(readings) >= 2, "the log must have been touched before its re-check"
+    assert not os.path.exists(tmp) and result.candidates == 2
+    assert os.path.exists(log), "deleted under the weaker rule's min_age"
+    assert result.files == 1

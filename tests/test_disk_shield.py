@@ -83,3 +83,18 @@ def test_a_long_cleanup_pass_does_not_delay_the_memory_shield():
     assert result["hog_after"] < 5.0
     (record,) = actions(result["records"], "cleanup")
     assert int(record["files"]) > 90_000
+
+
+def test_a_user_holding_200000_descriptors_cannot_stall_the_disk_shield():
+    """Unprivileged processes hold 200,000 descriptors (this machine's hard
+    RLIMIT_NOFILE is ~20,000 and the test has no CAP_SYS_RESOURCE: 11
+    processes) of a file on another file system."""
+    result = in_pid_namespace("scenarios_disk", "deleted_scan_beside_many_descriptors", timeout=180)
+    assert result["held"] >= 200_000
+    cut = result["cut"]
+    assert cut and cut["resource"] == "disk" and "cut short after" in cut["reason"], result["records"]
+    assert result["truncated"], "the scan resumes where it stopped: the genuine log is reached"
+    assert result["cleaned"] and result["cleanup_after"] < 1.5, "the disk shield's step waited"
+    assert result["pings"] > 0 and result["longest_ping_gap"] < 2.5
+    assert result["ended"]["genuine"] == "alive"
+    stopped_cleanly(result)

@@ -397,3 +397,20 @@ def wait_for_exec(pid, comm, timeout=5.0):
                 return True
         time.sleep(0.01)
     return False
+
+
+def test_a_holder_swapping_its_fd_for_a_root_file_never_gets_it_opened_for_writing():
+    """Truncation opens only the judged deleted file for writing: an
+    unprivileged holder (uid 65534) dup2-ing an O_PATH fd of a root-owned file
+    onto the scanned fd number, in a tight loop, never gets root to open that
+    file for writing, and its deleted log is still truncated round after round."""
+    result = in_pid_namespace("scenarios_disk", "truncate_swap_attack", timeout=120)
+    truncations = [r for r in result["records"] if r["event"] == "truncate"]
+    assert len(truncations) >= 16 and {r["file"] for r in truncations} == {result["log"]}
+    fields = dict(kv.split("=") for kv in result["report"].split())
+    assert int(fields["swaps"]) > 100_000, "the attack must really have run"
+    assert int(fields["truncated"]) >= 1, "the genuine deleted log must still be truncated"
+    assert result["control_writes"] == 1, "the watch must see a write open"
+    assert result["decoy_writes"] == 0, "root opened the swapped-in file for writing"
+    assert result["decoy_same"] and result["decoy_text"] == "root's file"
+    assert not [r for r in result["records"] if r["event"] == "error"]

@@ -119,6 +119,7 @@ class Found:
     name: str
     ino: int
     nbytes: int
+    cutoff_ns: int       # the youngest mtime the rule that found it allows
 
 
 class Walk:
@@ -169,7 +170,7 @@ class Walk:
                     if (stat.S_ISREG(st.st_mode) and st.st_dev == self.device
                             and st.st_mtime_ns <= cutoff_ns):
                         self.found.append(Found(st.st_mtime_ns, index, entry.name,
-                                                st.st_ino, st.st_blocks * 512))
+                                                st.st_ino, st.st_blocks * 512, cutoff_ns))
         except OSError as err:
             self.errors.append(f"{path}: {err.strerror}")
             return
@@ -285,16 +286,14 @@ def run_pass(rules, device: int, goal: Goal, now: float | None = None,
         walk.sort()
         result.refused, result.errors = walk.refused, walk.errors
         result.candidates = len(walk.found)
-        cutoffs = {}
         freed_bytes = freed_files = 0
         for found in walk.found:
             if stop is not None and stop.is_set():
                 break
             dir_fd, dir_path = walk.dirs[found.dir_index]
-            cutoff = cutoffs.get(found.dir_index)
-            if cutoff is None:
-                cutoff = cutoffs[found.dir_index] = _rule_cutoff(rules, dir_path, walk.now)
-            outcome = delete_one(dir_fd, found, device, cutoff, dry_run)
+            # The re-check holds the file to the min_age of the rule that
+            # matched it, not to the weakest rule on its directory.
+            outcome = delete_one(dir_fd, found, device, found.cutoff_ns, dry_run)
             if outcome == "flocked":
                 result.kept_flocked += 1
                 continue
@@ -325,9 +324,3 @@ def run_pass(rules, device: int, goal: Goal, now: float | None = None,
         walk.close()
     return result
 
-
-def _rule_cutoff(rules, dir_path: str, now: float) -> int:
-    """The youngest mtime any rule covering `dir_path` allows (re-check at unlink)."""
-    ages = [r.min_age for r in rules
-            if dir_path == r.path or (r.recursive and dir_path.startswith(r.path + "/"))]
-    return int((now - min(ages, default=0.0)) * 1e9)

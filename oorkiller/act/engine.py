@@ -336,9 +336,9 @@ class Engine:
                   "bytes": format_size(entry.nbytes), "reason": work.reason, "dry_run": self._dry()}
         if self.dry_run:
             work.outcome = "dry-run"
-            self.record("truncate", "warning", {"pid": entry.holders[0][0], **fields})
+            self.record("truncate", "warning", {"pid": entry.holders[0].pid, **fields})
             return
-        done = truncate(entry, self.proc_root)
+        done = truncate(entry, work.globs, self.proc_root)
         if done is None:
             work.outcome = "gone"
             return

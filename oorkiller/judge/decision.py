@@ -96,9 +96,11 @@ class Cleanup(Decision):
 
 @dataclass(eq=False)
 class Truncate(Decision):
-    """Truncate a deleted-but-open file (proc.deleted.OpenDeleted) to 0.
+    """Truncate a deleted-but-open file (proc.deleted.OpenDeleted) to 0, if
+    every holder still holds it under a name matching `globs`.
     Outcome: done | gone | dry-run."""
     entry: object = None
+    globs: tuple = ()                # the disk's truncate_deleted
 
     @property
     def lane(self) -> str:

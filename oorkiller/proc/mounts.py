@@ -40,9 +40,10 @@ class Mount:
         return f"{self.major}:{self.minor}"
 
 
-def read_mounts(proc_root: str = "/proc") -> list:
-    """The mount table as this process sees it (its own mount namespace)."""
-    with open(f"{proc_root}/self/mountinfo", "rb") as f:
+def read_mounts(proc_root: str = "/proc", pid: int | str = "self") -> list:
+    """The mount table as process `pid` sees it (its mount namespace; this
+    process's by default)."""
+    with open(f"{proc_root}/{pid}/mountinfo", "rb") as f:
         return parse_mountinfo(f.read())
 
 

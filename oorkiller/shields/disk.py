@@ -14,12 +14,18 @@ never count write_bytes (no writeback), so for those the rate is Δwchar:
 all bytes the process wrote, which over-counts pipes and sockets. A fast
 writer is attributed to a file system only if it holds a descriptor open for
 writing (fdinfo flags O_WRONLY/O_RDWR) on that device.
+
+Deleted-open files are found by a bounded scan (proc/deleted.py) on a
+thread of this shield's own, one at a time: a step starts it at most once
+per interval and judges the last finished one, so no number of descriptors
+held by users, nor one on a hung file system, makes a step wait.
 """
 from __future__ import annotations
 
 import collections
 import functools
 import os
+import threading
 import time
 
 from oorkiller.judge import choice as victims
@@ -144,6 +150,10 @@ class DiskShield(ProcessShield):
         self.written: dict[int, tuple[float, int]] = {}   # serial -> (at, bytes written)
         self.rates: dict[int, float] = {}     # serial -> bytes/s over the last sample
         self.deleted_at = 0.0
+        self.scanner: threading.Thread | None = None   # the one deleted-open scan under way
+        self.closing = threading.Event()      # ends a scan under way
+        self.scanned = None                   # its result, until the next step judges it
+        self.resume_pid = 0
         self.decisions: list = []             # made since the last step returned
         self._resolve_all()
 
@@ -224,24 +234,49 @@ class DiskShield(ProcessShield):
                        keep_names=self.context.config.log.level == "debug")
 
     # ------------------------------------------------------------- deleted but open
-    def _deleted_open(self, disks: list, now: float, truncate: bool = True) -> None:
-        """Count (and where allowed, truncate) deleted-open files, once per interval."""
-        if now - self.deleted_at < self.interval:
+    def _deleted_open(self, disks: list, now: float) -> None:
+        """Judge the last finished scan, and start the next one once per
+        interval on the scanner thread: the step never waits for a scan."""
+        finished, self.scanned = self.scanned, None
+        if finished is not None:
+            self._judge_scan(finished, disks, truncate=True)
+        if now - self.deleted_at < self.interval or (self.scanner and self.scanner.is_alive()):
             return
         self.deleted_at = now
+        devices = frozenset(d.mount.device for d in disks)
+        self.scanner = threading.Thread(target=self._scan, args=(devices,), name="oork-deleted", daemon=True)
+        self.scanner.start()
+
+    def _scan(self, devices: frozenset) -> None:
+        """The scanner thread: one bounded scan, handed to the next step."""
+        self.scanned = deleted.scan_open_deleted(devices, self.context.proc_root,
+                                                 resume_pid=self.resume_pid, stop=self.closing)
+
+    def _judge_scan(self, scan, disks: list, truncate: bool) -> None:
+        """Count (and where allowed, truncate) the deleted-open files found."""
+        self.resume_pid = scan.resume_pid
+        if scan.cut_short:
+            self._error(("deleted-scan",), reason=(
+                f"deleted-open scan cut short after {scan.descriptors} descriptors in "
+                f"{scan.seconds:.1f}s (budget {deleted.SCAN_DESCRIPTORS} descriptors, "
+                f"{deleted.SCAN_SECONDS:g}s); the next scan resumes at PID {scan.resume_pid}"))
+        else:
+            self.reported.discard(("deleted-scan",))    # a later cut is said again
         by_device = {d.mount.device: d for d in disks}
-        found = deleted.find_open_deleted(by_device, self.context.proc_root)
         for disk in disks:
             disk.deleted_bytes = disk.deleted_files = 0
-        for entry in found.values():
-            disk = by_device[entry.device]
+        for entry in scan.found.values():
+            disk = by_device.get(entry.device)
+            if disk is None:
+                continue                                 # back above clean meanwhile
             disk.deleted_bytes += entry.nbytes
             disk.deleted_files += 1
-            if truncate and disk.cfg.truncate_deleted and deleted.matches(entry.path, disk.cfg.truncate_deleted):
+            globs = tuple(disk.cfg.truncate_deleted)
+            if truncate and globs and deleted.all_match(entry, globs):
                 self.decisions.append(Truncate(
                     self.name, disk.reason, {"path": disk.cfg.path,
                                              "time_to_full": format_time_to_full(disk.time_to_full())},
-                    entry=entry))
+                    entry=entry, globs=globs))
 
     # ------------------------------------------------------------- abnormal writers
     def _sample_writers(self, now: float) -> None:
@@ -287,13 +322,20 @@ class DiskShield(ProcessShield):
         self.decisions.append(self.kill([chosen.proc], reason, fields, term_timeout=disk.cfg.term_timeout,
                                         measure=functools.partial(free_after, disk.cfg.path)))
 
+    def close(self) -> None:
+        self.closing.set()                    # the scan stops within CHECK_EVERY descriptors
+        if self.scanner is not None:
+            self.scanner.join(deleted.SCAN_SECONDS + 1.0)
+        super().close()
+
     # ------------------------------------------------------------- reporting
     def status(self) -> list[dict]:
         if all(d.reading is None for d in self.disks):      # `oorkiller status`: a fresh look
             resolved = [d for d in self.disks if d.mount is not None and d.active]
-            self.deleted_at = 0.0
             if resolved:
-                self._deleted_open(resolved, time.monotonic(), truncate=False)
+                devices = frozenset(d.mount.device for d in resolved)
+                self._judge_scan(deleted.scan_open_deleted(devices, self.context.proc_root),
+                                 resolved, truncate=False)
         rows = []
         for disk in self.disks:
             row = {"resource": "disk", "path": disk.cfg.path,
