@@ -26,6 +26,7 @@ from oorkiller.config import ConfigError, config_warnings, load_config
 from oorkiller.judge.rules import RuleSet
 from oorkiller.proc._proctable import raise_fd_limit
 from oorkiller.proc.targets import Target
+from oorkiller.record import metrics
 from oorkiller.shields import enabled_shields, shield_class
 from oorkiller.shields.base import Context
 
@@ -54,11 +55,15 @@ def rehearse_kill_path() -> None:
 class ShieldThread:
     """Steps one shield until stopped and hands its decisions to the engine."""
 
-    def __init__(self, shield, engine, writer, stopping: threading.Event):
+    def __init__(self, shield, engine, writer, stopping: threading.Event,
+                 status_every: float | None = None):
         self.shield = shield
         self.engine = engine
         self.writer = writer
         self.stopping = stopping
+        self.status_every = status_every   # seconds between status snapshots (metrics), None: none
+        self.last_status: list[dict] = []
+        self.status_at = float("-inf")
         self.wake = threading.Event()   # set to cut a sleep short (stop, reload)
         self.last_error = ("", 0.0)
         self.thread = threading.Thread(target=self._loop, name=f"oork-{shield.name}", daemon=True)
@@ -80,8 +85,20 @@ class ShieldThread:
                 self._record_error(err, now)
                 sleep = shield.interval
             shield.last_step = time.monotonic()
+            self._snapshot(shield.last_step)
             self.wake.wait(max(sleep, 0.0))
             self.wake.clear()
+
+    def _snapshot(self, now: float) -> None:
+        """The shield's status rows for the metrics, taken on its own thread
+        (a shield's readers are never used from another)."""
+        if self.status_every is None or now - self.status_at < self.status_every:
+            return
+        self.status_at = now
+        try:
+            self.last_status = self.shield.status()
+        except Exception:
+            self.last_status = []
 
     def _record_error(self, err: Exception, now: float) -> None:
         text = f"{type(err).__name__}: {err}"
@@ -140,7 +157,9 @@ class Daemon:
 
     def start_shields(self) -> None:
         self.shields_stop = threading.Event()
-        self.threads = [ShieldThread(s, self.engine, self.writer, self.shields_stop)
+        metrics = self.config.metrics
+        every = metrics.interval if metrics.textfile else None
+        self.threads = [ShieldThread(s, self.engine, self.writer, self.shields_stop, every)
                         for s in self.build_shields()]
         for t in self.threads:
             t.start()
@@ -194,6 +213,7 @@ class Daemon:
                              "(the shipped unit does) or run it without hidepid")
         self.warn_about(self.config)
         self.notifier.ready(self.one_line_status())
+        self._start_metrics()
         # The main thread sleeps until a signal wakes it, or until the next
         # watchdog ping is due: an idle daemon costs no wake-ups here.
         while not self.stopping.is_set():
@@ -212,6 +232,35 @@ class Daemon:
         self.writer.emit("stop", "info", reason=self.stop_reason)
         self.notifier.close()
         return 0
+
+    def _start_metrics(self) -> None:
+        """The metrics thread, once a metrics file is configured (no thread,
+        no wake-up while none is)."""
+        if self.config.metrics.textfile and not getattr(self, "metrics_thread", None):
+            self.metrics_thread = threading.Thread(target=self._write_metrics, name="oork-metrics",
+                                                   daemon=True)
+            self.metrics_thread.start()
+
+    def _write_metrics(self) -> None:
+        """The .prom file, every metrics.interval while one is configured
+        (the configuration is read again at each turn: a reload may set it)."""
+        kernel.name_thread("oork-metrics")
+        said = ""
+        while not self.stopping.wait(self.config.metrics.interval):
+            path = self.config.metrics.textfile
+            if not path:
+                continue
+            rows = [row for t in self.threads for row in t.last_status]
+            samples = (metrics.status_samples(rows) + self.engine.counters.samples()
+                       + getattr(self.writer, "counters", metrics.Counters()).samples()
+                       + metrics.process_samples(self.proc_root))
+            try:
+                metrics.write_textfile(path, metrics.render(samples))
+                said = ""
+            except OSError as err:
+                if str(err) != said:          # the same failure is said once
+                    said = str(err)
+                    self.writer.emit("error", "err", path=path, reason=f"cannot write metrics: {err}")
 
     def one_line_status(self) -> str:
         names = ",".join(s.name for s in self.shields) or "nothing"
@@ -249,6 +298,7 @@ class Daemon:
         self.config = new
         self.hooks.configure(new.hooks)
         self.start_shields()
+        self._start_metrics()
         self.writer.emit("reload", "info", config=self.config_path,
                          monitors=",".join(s.name for s in self.shields) or "none",
                          dry_run="yes" if self.dry_run else "no")

@@ -165,3 +165,21 @@ def steady_giant_and_young_grower() -> dict:
     stopped = daemon.stop()
     return {"grower_died": died, "ended": reap(grower, giant), "records": records_of(daemon),
             "stopped": stopped}
+
+
+def hog_with_metrics(textfile: str) -> dict:
+    """A hog is killed while the daemon writes its metrics file every second;
+    the file is read before and after the kill, as node_exporter would."""
+    available = mem_available()
+    config = base_config(memory=memory_section(available - 800 * MiB, available - 1200 * MiB),
+                         metrics={"textfile": textfile, "interval": "1s"})
+    daemon = Daemon(config)
+    wait_until(lambda: os.path.exists(textfile), 10)
+    before = open(textfile).read() if os.path.exists(textfile) else ""
+    hog = victim("hog", "hog", "--chunk", "64", "--pause", "0.05", "--cap", "2600")
+    died = wait_exit(hog, 30)
+    time.sleep(2.5)                      # two more metric writes after the kill
+    after = open(textfile).read()
+    stopped = daemon.stop()
+    return {"died": died, "before": before, "after": after, "ended": reap(hog),
+            "records": records_of(daemon), "stopped": stopped}

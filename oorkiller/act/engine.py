@@ -41,6 +41,7 @@ from oorkiller.judge.decision import Cleanup, Escalate, Kill, LinkDown, Notice, 
 from oorkiller.proc.facts import judge_now
 from oorkiller.proc.targets import close_targets, take_targets
 from oorkiller.quantities import format_size
+from oorkiller.record.metrics import Counters
 
 KILL_WAIT = 5.0            # longest wait for death after SIGKILL (D state)
 DRY_KILL_STANDS = 1.0      # seconds a dry SIGKILL stands still, as a real one would
@@ -62,6 +63,7 @@ class Engine:
         self._lanes: dict[str, queue.SimpleQueue] = {}
         self._lock = threading.Lock()
         self._said: set = set()             # problems recorded once
+        self.counters = Counters()          # what was done, for the metrics
 
     # ------------------------------------------------------------ handing over
     def submit(self, decision) -> None:
@@ -144,6 +146,7 @@ class Engine:
     def record(self, event: str, level: str, fields: dict) -> None:
         """Write one record and start the hooks that follow it."""
         self.writer.emit(event, level, **fields)
+        self.counters.count("oorkiller_actions_total", resource=fields.get("resource", ""), event=event)
         if self.hooks is not None and event != "error":
             self.hooks.after(event, fields)
 

@@ -1,7 +1,7 @@
 """Human-readable tables for `status` and `candidates` (the --json forms are raw)."""
 from __future__ import annotations
 
-from oorkiller.quantities import format_size
+from oorkiller.quantities import format_size, unit_of
 
 SIZE_KEYS = {"available", "total", "term_level", "kill_level", "swap_total", "swap_free",
              "rss", "free", "free_level", "clean_level", "reclaim"}
@@ -57,40 +57,6 @@ def print_candidates(result: dict, out) -> None:
 
 
 # ---------------------------------------------------------------- status
-# The unit of a status figure, by its key's words (split on `_` and `.`).
-PERCENT_KEYS, MILLISECOND_KEYS, SECOND_KEYS = {"util", "util_level"}, {"await", "await_level"}, {"for", "interval"}
-SIZE_WORDS = {"bytes", "available", "total", "free", "rss", "reclaim", "swap"}
-BYTE_LEVEL_RESOURCES = {"memory", "disk"}   # their levels are amounts of bytes
-
-
-def unit_of(key: str, resource: str) -> str:
-    """`percent`, `ms`, `s`, `bytes` or `number`, by the key's name, the first rule that applies:
-
-    - percent: ends in `_pct`, starts with `psi_` (PSI averages are percents), `util`, `util_level`;
-    - ms: ends in `_ms`, `await`, `await_level`;
-    - s: ends in `_for`, `_timeout` or `_s`, `for`, `interval`;
-    - bytes: a word `inodes` makes it a number; else a word `bytes`, `available`, `total`, `free`,
-      `rss`, `reclaim` or `swap`, or a word `level`/`levels` in a memory or disk row (their
-      levels are amounts of memory and space; a CPU or IO level is in its reading's unit);
-    - number: everything else (counts, ratios, load).
-
-    Shields may add keys: a new key is shown by these rules, so naming it
-    `..._bytes`, `..._pct` or `..._s` is enough for it to be shown well.
-    """
-    words = set(key.replace(".", "_").split("_"))
-    if key.endswith("_pct") or key.startswith("psi_") or key in PERCENT_KEYS:
-        return "percent"
-    if key.endswith("_ms") or key in MILLISECOND_KEYS:
-        return "ms"
-    if key.endswith(("_for", "_timeout", "_s")) or key in SECOND_KEYS:
-        return "s"
-    if "inodes" in words:
-        return "number"
-    if words & SIZE_WORDS or (words & {"level", "levels"} and resource in BYTE_LEVEL_RESOURCES):
-        return "bytes"
-    return "number"
-
-
 def human(key: str, value, resource: str) -> str:
     """One status figure for a person; `--json` keeps the exact numbers."""
     if value is None:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from oorkiller.config.validate import (
-    Check, _Reader, _absolute_path, _bool, _choice, _cleanup_dir, _command, _count, _device, _duration,
+    Check, _Reader, _absolute_path, _bool, _metrics_file, _choice, _cleanup_dir, _command, _count, _device, _duration,
     _file_glob, _int_in, _interval, _key, _line_of, _list_of, _mapping_of, _millis, _nested,
     _number_in, _optional, _percent, _pid, _rate, _regex, _set_of, _size, _user,
 )
@@ -286,6 +286,12 @@ class Hook:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    textfile: str = _key(_metrics_file, "")    # '' = off; a .prom file for node_exporter
+    interval: float = _key(_interval, 15.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<default>"
     dry_run: bool = _key(_bool, False)
@@ -301,3 +307,4 @@ class Config:
     files: FilesConfig = _nested(FilesConfig())
     network: NetworkConfig = _nested(NetworkConfig())
     hooks: tuple[Hook, ...] = _key(_list_of(_mapping_of(Hook)), ())
+    metrics: MetricsConfig = _nested(MetricsConfig())

@@ -220,6 +220,19 @@ def _absolute_path(r: _Reader, node: yaml.Node, path: str, value: str) -> Any:
     return posixpath.normpath("/" + value.lstrip("/"))
 
 
+@_after(_string)
+def _metrics_file(r: _Reader, node: yaml.Node, path: str, value: str) -> Any:
+    """'' (off) or an absolute path ending in `.prom` (node_exporter reads only those)."""
+    if value == "":
+        return ""
+    if not value.startswith("/") or ".." in value.split("/") or "\0" in value:
+        return r.bad(node, f"{path}: must be an absolute path, got {_shown(node)}")
+    if not value.endswith(".prom"):
+        return r.bad(node, f"{path}: node_exporter's textfile collector reads only *.prom files, "
+                           f"got {_shown(node)}")
+    return posixpath.normpath(value)
+
+
 @_after(_absolute_path)
 def _cleanup_dir(r: _Reader, node: yaml.Node, path: str, value: str) -> Any:
     if value == "/":

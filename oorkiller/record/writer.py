@@ -27,6 +27,7 @@ import threading
 import time
 
 from oorkiller.record import logfmt
+from oorkiller.record.metrics import Counters
 
 SLOT_BUDGET = 8          # the kernel allows 10; keep 2 for clock rounding
 BUDGET_WINDOW = 5.5      # seconds; the kernel's window is 5 s (in jiffies)
@@ -113,6 +114,7 @@ class RecordWriter:
         self._kmsg_path = kmsg_path
         self._pid = os.getpid() if program_pid is None else program_pid
         self._lock = threading.Condition()
+        self.counters = Counters()             # records emitted and merged, for the metrics
         self._slots = []
         self._queue = collections.deque()
         self._thread = None
@@ -138,6 +140,7 @@ class RecordWriter:
     def emit(self, event, level="info", **fields):
         fields = {logfmt.safe_key(key): value for key, value in fields.items()}
         record = logfmt.format_record(event, fields, pid=self._pid, level=level)
+        self.counters.count("oorkiller_records_total", event=event)
         with self._lock:
             if self._to_stderr or not self._kmsg_ok or self._closed:
                 self._write_stderr(logfmt.format_human(event, fields))
@@ -206,6 +209,7 @@ class RecordWriter:
         for pending in self._queue:
             if pending.group in merged:
                 merged[pending.group].absorb(pending)
+                self.counters.count("oorkiller_records_merged_total", event=pending.event)
             else:
                 merged[pending.group] = pending
         self._queue = collections.deque(merged.values())
