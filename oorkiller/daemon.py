@@ -33,6 +33,12 @@ from oorkiller.shields.base import Context
 THREAD_STACK = 256 << 10     # with mlockall(MCL_FUTURE) every stack is locked whole
 ERROR_REPEAT = 60.0          # the same shield error is recorded at most this often
 STOP_GRACE = 0.8             # SIGTERM must stop the daemon within 1 s
+# Shields whose step is one pread of a held file, taking a process table only
+# above their levels: they share one thread, one wake-up a second for all.
+# Memory (its adaptive cadence), disk (statvfs may wait on a file system) and
+# network (it asks Open vSwitch) keep a thread each.
+SHARED_CLOCK = ("cpu", "tasks", "files", "conntrack")
+SHARED_SLACK = 0.05          # a shared shield due this soon is stepped with the others
 
 
 def rehearse_kill_path() -> None:
@@ -53,60 +59,80 @@ def rehearse_kill_path() -> None:
 
 
 class ShieldThread:
-    """Steps one shield until stopped and hands its decisions to the engine."""
+    """Steps its shields, each when it is due, and hands their decisions to
+    the engine. Most shields have a thread of their own; the cheap ones that
+    read one held file per step share one (SHARED_CLOCK), so a calm machine
+    wakes the daemon once for all of them."""
 
-    def __init__(self, shield, engine, writer, stopping: threading.Event,
+    def __init__(self, shields, engine, writer, stopping: threading.Event,
                  status_every: float | None = None):
-        self.shield = shield
+        self.shields = list(shields) if isinstance(shields, (list, tuple)) else [shields]
         self.engine = engine
         self.writer = writer
         self.stopping = stopping
         self.status_every = status_every   # seconds between status snapshots (metrics), None: none
-        self.last_status: list[dict] = []
+        self.statuses: dict[str, list[dict]] = {}
         self.status_at = float("-inf")
         self.wake = threading.Event()   # set to cut a sleep short (stop, reload)
-        self.last_error = ("", 0.0)
-        self.thread = threading.Thread(target=self._loop, name=f"oork-{shield.name}", daemon=True)
+        self.last_error: dict[str, tuple] = {}
+        name = self.shields[0].name if len(self.shields) == 1 else "clock"
+        self.thread = threading.Thread(target=self._loop, name=f"oork-{name}", daemon=True)
+
+    @property
+    def shield(self):
+        return self.shields[0]
+
+    @property
+    def last_status(self) -> list[dict]:
+        return [row for rows in self.statuses.values() for row in rows]
 
     def start(self) -> None:
         self.thread.start()
 
     def _loop(self) -> None:
-        shield = self.shield
         kernel.name_thread(self.thread.name)
+        due = {id(shield): 0.0 for shield in self.shields}
         while not self.stopping.is_set():
-            now = time.monotonic()
-            try:
-                step = shield.step(now)
-                for decision in step.decisions:
-                    self.engine.submit(decision)
-                sleep = step.sleep
-            except Exception as err:   # a reading error must not end the watch
-                self._record_error(err, now)
-                sleep = shield.interval
-            shield.last_step = time.monotonic()
-            self._snapshot(shield.last_step)
-            self.wake.wait(max(sleep, 0.0))
+            for shield in self.shields:
+                now = time.monotonic()
+                if now >= due[id(shield)] - SHARED_SLACK:    # due now, or about to be: one wake-up
+                    due[id(shield)] = now + self._step(shield, now)
+            self._snapshot(time.monotonic())
+            self.wake.wait(max(min(due.values()) - time.monotonic(), 0.0))
             self.wake.clear()
 
+    def _step(self, shield, now: float) -> float:
+        """One step of `shield`; returns the seconds until its next one."""
+        try:
+            step = shield.step(now)
+            for decision in step.decisions:
+                self.engine.submit(decision)
+            sleep = step.sleep
+        except Exception as err:   # a reading error must not end the watch
+            self._record_error(shield, err, now)
+            sleep = shield.interval
+        shield.last_step = time.monotonic()
+        return sleep
+
     def _snapshot(self, now: float) -> None:
-        """The shield's status rows for the metrics, taken on its own thread
-        (a shield's readers are never used from another)."""
+        """The shields' status rows for the metrics, taken on their own
+        thread (a shield's readers are never used from another)."""
         if self.status_every is None or now - self.status_at < self.status_every:
             return
         self.status_at = now
-        try:
-            self.last_status = self.shield.status()
-        except Exception:
-            self.last_status = []
+        for shield in self.shields:
+            try:
+                self.statuses[shield.name] = shield.status()
+            except Exception:
+                self.statuses[shield.name] = []
 
-    def _record_error(self, err: Exception, now: float) -> None:
+    def _record_error(self, shield, err: Exception, now: float) -> None:
         text = f"{type(err).__name__}: {err}"
-        last_text, last_at = self.last_error
+        last_text, last_at = self.last_error.get(shield.name, ("", 0.0))
         if text == last_text and now - last_at < ERROR_REPEAT:
             return
-        self.last_error = (text, now)
-        self.writer.emit("error", "err", resource=self.shield.name, reason=text)
+        self.last_error[shield.name] = (text, now)
+        self.writer.emit("error", "err", resource=shield.name, reason=text)
 
     def stop(self) -> None:
         self.wake.set()
@@ -159,14 +185,17 @@ class Daemon:
         self.shields_stop = threading.Event()
         metrics = self.config.metrics
         every = metrics.interval if metrics.textfile else None
-        self.threads = [ShieldThread(s, self.engine, self.writer, self.shields_stop, every)
-                        for s in self.build_shields()]
+        built = self.build_shields()
+        shared = [s for s in built if s.name in SHARED_CLOCK]
+        alone = [[s] for s in built if s.name not in SHARED_CLOCK]
+        self.threads = [ShieldThread(group, self.engine, self.writer, self.shields_stop, every)
+                        for group in alone + ([shared] if shared else [])]
         for t in self.threads:
             t.start()
 
     @property
     def shields(self) -> list:
-        return [t.shield for t in self.threads]
+        return [s for t in self.threads for s in t.shields]
 
     def stop_shields(self) -> None:
         self.shields_stop.set()
@@ -177,7 +206,8 @@ class Daemon:
             t.thread.join(max(0.0, deadline - time.monotonic()))
         for t in self.threads:
             if not t.thread.is_alive():
-                t.shield.close()
+                for shield in t.shields:
+                    shield.close()
         self.threads = []
 
     # ------------------------------------------------------------- hygiene
