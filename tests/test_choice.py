@@ -75,3 +75,9 @@ def test_when_none_is_enough_the_largest_goes_first():
 
 def test_no_candidate_no_choice():
     assert choose([]) is None
+
+
+def test_a_candidate_the_operator_avoids_is_not_chosen_for_being_enough():
+    avoided = cand(1, -450, adjust=-500)              # large, enough, but adjust -500
+    hog = cand(2, 20, enough=False)
+    assert choose([avoided, hog]).chosen is hog

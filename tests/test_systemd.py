@@ -149,6 +149,15 @@ def service(container):
     assert installed.returncode == 0, installed.stderr
     assert "kept /etc/oorkiller/oorkiller.yaml" in installed.stdout
     assert "ran: systemctl daemon-reload" in installed.stdout
+    if any(p == d or p.startswith(d + "/") for p in (sys.prefix, sys.base_prefix) for d in ("/tmp", "/var/tmp")):
+        # The unit's PrivateTmp=yes hides /tmp: a test venv there (a CI clone)
+        # would not be found. Operators install outside /tmp; this test's
+        # program is let through with a drop-in, the shipped unit unchanged.
+        dropin = container.run("sh", "-c", "mkdir -p /etc/systemd/system/oorkiller.service.d && "
+                               "printf '[Service]\\nPrivateTmp=no\\n' > "
+                               "/etc/systemd/system/oorkiller.service.d/test-venv-in-tmp.conf && "
+                               "systemctl daemon-reload")
+        assert dropin.returncode == 0, dropin.stderr
     yield container
     container.run("systemctl", "stop", "oorkiller")
 

@@ -7,7 +7,8 @@ second one, so the choice is of the *plan* that ends it with the least loss:
 
 - a candidate (a process, process group or cgroup) whose removal alone is
   **enough** (the predicted reading without it is back on the safe side of
-  the level) is preferred to any that is not; a group that is enough only
+  the level) is preferred to any that is not, unless the operator's adjust
+  puts its score below zero; a group that is enough only
   because one of its members is enough alone is left out (it adds loss);
 - among the enough ones, the **cause** goes first: one that grew by at least
   GROWTH_POINTS over the recent window (memory) is the one the operator
@@ -114,7 +115,9 @@ def choose(candidates: list[Candidate]) -> Choice | None:
     work and growth. None when there is no candidate."""
     if not candidates:
         return None
-    enough = _smallest_plans([c for c in candidates if c.enough])
+    # The operator's word stands: a candidate whose adjust (or oom_score_adj)
+    # puts its score below zero is never chosen for being enough.
+    enough = _smallest_plans([c for c in candidates if c.enough and c.score >= 0])
     pool = enough or candidates
     lead = f"alone enough ({len(enough)} of {len(candidates)})" if enough else \
         f"none alone enough (of {len(candidates)})"
