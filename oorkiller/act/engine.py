@@ -185,6 +185,11 @@ class Engine:
             reason = f"{why}; {kill.reason}"
             kill.targets = remaining
         self._signal_all(kill, signal.SIGKILL, reason)
+        self._reap(kill, started, follower)
+
+    def _reap(self, kill: Kill, started: float, follower) -> None:
+        """After SIGKILL: ask the kernel to free the memory now, wait for
+        death, and say what came back (or that a victim would not die)."""
         for target in kill.targets:
             kernel.process_mrelease(target.pidfd)
         remaining = wait_for_death(kill.targets, KILL_WAIT)
@@ -210,15 +215,7 @@ class Engine:
             kill.outcome = "dry-run"
             kill.escalated.wait(DRY_KILL_STANDS)
             return
-        for target in kill.targets:
-            kernel.process_mrelease(target.pidfd)
-        remaining = wait_for_death(kill.targets, KILL_WAIT)
-        if remaining:
-            kill.outcome = "alive"
-            self._error(kill.resource, f"{len(remaining)} victim(s) still alive {KILL_WAIT:g}s after SIGKILL",
-                        pid=remaining[0].pid, name=remaining[0].name)
-            return
-        self._reclaimed(kill, "SIGKILL", started, None)
+        self._reap(kill, started, None)
 
     def _refused(self, kill: Kill) -> bool:
         """Judge every process the kill would signal with the current rules
