@@ -108,10 +108,11 @@ if __name__ != "__main__":                  # a victim needs none of this
 
 
 def start(kind: str, name: str, *args, executable: str = sys.executable,
-          session: bool = False) -> subprocess.Popen:
-    """A victim; `session`: in a session of its own (the scheduler's autogroup
-    then gives that session as much CPU as the others)."""
-    proc = subprocess.Popen([executable, THIS, kind, name, *map(str, args)],
+          session: bool = False, script: str = THIS) -> subprocess.Popen:
+    """A victim (`script KIND NAME ARGS`, which prints `ready` when it is);
+    `session`: in a session of its own (the scheduler's autogroup then gives
+    that session as much CPU as the others)."""
+    proc = subprocess.Popen([executable, script, kind, name, *map(str, args)],
                             stdout=subprocess.PIPE, text=True, start_new_session=session)
     words = proc.stdout.readline().split()
     if not words or words[0] != "ready":

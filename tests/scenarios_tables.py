@@ -26,6 +26,7 @@ import time
 THIS = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(THIS))
 
+import scenarios_cpu  # noqa: E402
 from scenarios_cpu import pids_here, reap_all, ready, set_name  # noqa: E402
 from sandbox import Daemon, base_config, reap, wait_until  # noqa: E402
 
@@ -83,14 +84,7 @@ def run_hold(name: str, count: str, seconds: str) -> None:
 
 # ------------------------------------------------------------------ scenarios (PID 1 side)
 def start(kind: str, name: str, *args, new_session: bool = False) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, THIS, kind, name, *map(str, args)],
-                            stdout=subprocess.PIPE, text=True, start_new_session=new_session)
-    words = proc.stdout.readline().split()
-    if not words or words[0] != "ready":
-        proc.kill()
-        raise RuntimeError(f"victim {name} did not start")
-    proc.victim_name, proc.extra = name, [int(w) for w in words[1:]]
-    return proc
+    return scenarios_cpu.start(kind, name, *args, session=new_session, script=THIS)
 
 
 def tasks_now() -> int:
