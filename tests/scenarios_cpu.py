@@ -255,17 +255,21 @@ def spinners_after_a_storm() -> dict:
 
 
 def storm_and_bystander() -> dict:
-    """A lone spinner in a session of its own (a bystander the scheduler gives
-    about half the CPUs) and, in another session, a process group of 30
-    spinners (a fork storm). Default cpu settings with a short `for`."""
-    daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s", "term_timeout": "1s"}))
+    """A lone spinner in a session of its own (a bystander the scheduler's
+    autogroup gives a third to a half of the CPUs, by machine) and, in another
+    session, a process group of 30 spinners (a fork storm). Default cpu
+    settings with a short `for`, and min_share 10%: the bystander must be a
+    candidate on every machine for the choice to be put to the test (each
+    storm member, at about 2% of the CPUs, stays below it)."""
+    daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s", "term_timeout": "1s",
+                                     "min_share": "10%"}))
     bystander = start("spin", "bystander", 1, 30, session=True)
     storm = start("group", "storm", 30, 30)
     pgid, members = storm.extra[0], [storm.pid, *storm.extra[1:]]
     gone = wait_until(lambda: all(is_dead(p) for p in members + _group_pids(pgid)), 25)
     time.sleep(1.0)
     return finish(daemon, bystander, storm, pgid=pgid, group_gone=gone,
-                  bystander_alive=bystander.poll() is None)
+                  bystander_alive=bystander.poll() is None, bystander_pid=bystander.pid)
 
 
 def runnable_per_cpu_now() -> float:

@@ -40,7 +40,9 @@ def test_one_action_kills_a_storms_group_and_the_bystander_in_another_session_li
     assert result["bystander_alive"] and result["ended"]["bystander"] == "alive"
     (term,) = actions(result["records"], "term")
     assert term["unit"] == "process_group" and term["group"] == str(result["pgid"])
-    assert term["why"].startswith("alone enough") and term["runner_up"] != "-"
+    # The bystander was weighed and passed over: its kill alone is not enough.
+    assert term["why"].startswith("alone enough (1 of 2)"), term
+    assert term["runner_up"] == f"{result['bystander_pid']}/bystander", term
     assert "runnable" in term["reason"] and "runnable" in term["after"]
     stopped_cleanly(result)
 
