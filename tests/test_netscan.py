@@ -318,7 +318,7 @@ def network_shield(sys_tree, monkeypatch, action="alert", dry_run=False, kernel_
     from oorkiller.shields import network
     from oorkiller.shields.base import Context
     monkeypatch.setattr(ovs, "available", lambda environ=None: False)
-    monkeypatch.setattr(network, "KernelLogWatch", lambda: types.SimpleNamespace(
+    monkeypatch.setattr(network, "KernelLogWatch", lambda path: types.SimpleNamespace(
         kernel_lines=lambda: list(kernel_lines), close=lambda: None, problem=""))
     downs = []
     monkeypatch.setattr(engine_module, "set_down", downs.append)

@@ -40,7 +40,7 @@ class NetworkShield(Shield):
         self.ovs_problem = ""
         self.ovs_answered = False
         self.scanned = False
-        self.kmsg = KernelLogWatch()
+        self.kmsg = KernelLogWatch(f"{context.dev_root}/kmsg")
 
     @property
     def cfg(self):
