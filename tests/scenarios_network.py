@@ -172,6 +172,105 @@ def kernel_own_address() -> dict:
     return {"seen": seen, "records": network_records(daemon), "stopped": stopped}
 
 
+# The attacker's side: an unprivileged user in a user and network namespace
+# of their own builds a bridge named like ours, with a port named like ours,
+# and makes the kernel complain about a MAC they want to accuse.
+FORGER = r"""
+import socket, subprocess, sys, time
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+bridge, port, mac, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+ip("link", "add", port, "type", "veth", "peer", "name", "fk1")
+ip("link", "add", bridge, "type", "bridge")
+ip("link", "set", bridge, "address", mac)
+ip("link", "set", port, "master", bridge)
+for name in (bridge, port, "fk1"):
+    ip("link", "set", name, "up")
+frame = bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "88b5") + b"forged".ljust(46, b"\0")
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+    sock.bind(("fk1", 0))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock.send(frame)
+        time.sleep(0.1)
+"""
+
+
+# A user cannot reach a virtual environment under root's home from a user
+# namespace of their own; the forger needs only the standard library.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def kernel_lines_since(fd: int) -> list[str]:
+    """The kernel-log messages written since `fd` was opened at the end."""
+    lines = []
+    while True:
+        try:
+            entry = os.read(fd, 8192)
+        except BlockingIOError:
+            return lines
+        except BrokenPipeError:            # overwritten records: read on
+            continue
+        lines.append(entry.decode("utf-8", "replace").split(";", 1)[-1].split("\n", 1)[0])
+
+
+def forged_own_address() -> dict:
+    """The daemon watches bridge brk (port bp0, MAC ...0b:01) with a hook on
+    every event. User nobody, in a namespace of their own, makes the kernel
+    log 'brk: received packet on bp0 with own address' about another MAC. Then
+    the real complaint happens here, and must still be reported."""
+    import socket
+    from sandbox import Daemon
+    mac, accused = "02:00:00:00:0b:01", "02:00:00:00:0b:77"
+    veth("bp0", "bp1", None, "02:00:00:00:0b:09")
+    ip("link", "add", "brk", "type", "bridge")
+    ip("link", "set", "brk", "address", mac)
+    ip("link", "set", "bp0", "master", "brk")
+    for name in ("brk", "bp0", "bp1"):
+        ip("link", "set", name, "up")
+    hooked = os.path.join(tempfile.mkdtemp(), "hook-ran")
+    config = network_config()
+    config["hooks"] = [{"command": ["/usr/bin/touch", hooked]}]
+    daemon = Daemon(config)
+    time.sleep(0.5)                      # the daemon's kernel-log reader is open
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    os.lseek(kmsg, 0, os.SEEK_END)
+    forger = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                             "unshare", "--user", "--net", "--map-root-user",
+                             SYSTEM_PYTHON, "-c", FORGER, "brk", "bp0", accused, "2"],
+                            capture_output=True, text=True, timeout=30, cwd="/")
+    settle(1.5)                          # several intervals of the shield
+    forged_lines = [line for line in kernel_lines_since(kmsg)
+                    if "received packet on bp0 with own address" in line and accused in line]
+    os.close(kmsg)
+    after_forgery = {"records": network_records(daemon), "hook_ran": os.path.exists(hooked)}
+    settle(5.5)                          # the kernel's rate limit on the warning passes
+    frame = bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "88b5") + b"oorkiller-test".ljust(46, b"\0")
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind(("bp1", 0))
+        real = None
+        for _ in range(30):
+            sock.send(frame)
+            real = daemon.wait_for("duplicate-mac", 0.3, source="kernel", mac=mac)
+            if real:
+                break
+    hook_after_real = wait_for_file(hooked, 5)
+    stopped = daemon.stop()
+    return {"forger_rc": forger.returncode, "forger_err": forger.stderr[-500:],
+            "forged_lines": forged_lines, "after_forgery": after_forgery, "real": real,
+            "hook_after_real": hook_after_real, "records": network_records(daemon),
+            "stopped": stopped}
+
+
+def wait_for_file(path: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 # ------------------------------------------------------------------ Open vSwitch
 class OpenVSwitch:
     """ovsdb-server and ovs-vswitchd of our own, all state in a temporary dir."""

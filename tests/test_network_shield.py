@@ -75,6 +75,16 @@ def test_a_bridge_complaining_of_its_own_address_becomes_a_kernel_sourced_record
     assert (seen["source"], seen["bridge"], seen["port"]) == ("kernel", "brk", "bp0")
 
 
+def test_a_user_forging_our_bridges_complaint_from_a_namespace_of_their_own_gets_no_record_and_no_hook():
+    result = in_net_namespace("forged_own_address", timeout=120)
+    assert result["forger_rc"] == 0, result["forger_err"]
+    assert result["forged_lines"], "the forged complaint must really reach the kernel log"
+    assert result["after_forgery"] == {"records": [], "hook_ran": False}
+    # The shield still reports the real complaint, and runs the hook for it.
+    assert result["real"] is not None and result["real"]["port"] == "bp0", result["records"]
+    assert result["hook_after_real"]
+
+
 @pytest.mark.skipif(bool(OVS_MISSING), reason=f"Open vSwitch tools missing: {', '.join(OVS_MISSING)} "
                     "(tests/setup-machine.sh installs openvswitch-switch)")
 def test_guests_with_one_attached_mac_on_open_vswitch_are_named_by_their_ports():
