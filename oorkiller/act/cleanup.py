@@ -18,12 +18,9 @@ later. (Reading /proc/locks instead would leave a window between the read and
 the unlink.) POSIX and OFD locks (fcntl) are not BSD flocks and do not protect
 a file: the promise is about flock.
 
-Trust: a directory an unprivileged user may write could be rearranged under
-us, so a cleanup directory, and every directory above it, must be owned by
-root and writable by nobody else; above the cleanup directory a root-owned
-world-writable directory with the sticky bit (/tmp) is accepted, since nobody
-else can rename or replace root's entries in it. Subdirectories that fail the
-same test are not entered. ACLs are not consulted.
+Trust (judge/trust.py): a cleanup directory, and every directory above it,
+must be one an unprivileged user cannot rearrange under us; subdirectories
+that fail the same test are not entered.
 """
 from __future__ import annotations
 
@@ -36,6 +33,8 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+
+from oorkiller.judge.trust import untrusted_reason
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -57,18 +56,6 @@ class PassResult:
 
 
 # ------------------------------------------------------------------ trust
-def untrusted_reason(st: os.stat_result, ancestor: bool) -> str:
-    """Why a directory may not be trusted ('' when it may)."""
-    if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root"
-    mode = st.st_mode
-    if mode & stat.S_IWOTH and not (ancestor and mode & stat.S_ISVTX):
-        return "writable by everyone"
-    if mode & stat.S_IWGRP and st.st_gid != 0 and not (ancestor and mode & stat.S_ISVTX):
-        return f"writable by group {st.st_gid}"
-    return ""
-
-
 def open_trusted_dir(path: str) -> int:
     """An fd of the absolute directory `path`, opened component by component
     from `/` without following links; OSError (with a reason) if any step is

@@ -20,6 +20,7 @@ import yaml
 
 from oorkiller.config.schema import Config
 from oorkiller.config.validate import Problem, _Reader, _Section, _section_of
+from oorkiller.judge.trust import untrusted_reason
 
 # A configuration file is a few kilobytes; anything this large is a mistake.
 MAX_FILE_BYTES = 1 << 20
@@ -146,7 +147,6 @@ def _check_directories(path: str) -> None:
     every directory above the file, as named and as resolved, must pass the
     test cleanup directories pass (root-owned, writable by nobody else; a
     sticky one like /tmp is fine)."""
-    from oorkiller.act.cleanup import untrusted_reason
     for named in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
         directory = os.path.dirname(named)
         while True:
