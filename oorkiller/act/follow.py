@@ -27,22 +27,40 @@ def unit_key(kind: str, table):
     return lambda p: read_cgroup(table, p)
 
 
+class Joiners:
+    """What joins a kill's unit after the choice: each `next()` lists /proc
+    again and returns the processes not seen before that are in the chosen
+    unit and are candidates under the current rules (scope included)."""
+
+    def __init__(self, kill, rules, proc_root: str, self_pid: int):
+        self.kill, self.rules = kill, rules
+        self.table = ProcTable(proc_root, self_pid)
+        self.key_of = unit_key(kill.unit, self.table)
+        self.seen = {t.pid for t in kill.targets} | {p.pid for p in kill.members}
+
+    def next(self) -> list:
+        added, _ = self.table.refresh()
+        self.rules.apply(self.table, added)
+        joined = [p for p in added
+                  if p.pid not in self.seen and p.eligible and self.key_of(p) == self.kill.group]
+        self.seen.update(p.pid for p in joined)
+        return joined
+
+    def close(self) -> None:
+        self.table.close()
+
+
 def follow_unit(kill, rules, proc_root: str, self_pid: int, until, longest: float) -> list:
     """SIGKILL what joins `kill`'s unit until `until` is set and one more
     listing found nothing new, or `longest` seconds pass. Returns the
     processes (table entries) signalled."""
-    table = ProcTable(proc_root, self_pid)
-    key_of = unit_key(kill.unit, table)
-    seen = {t.pid for t in kill.targets} | {p.pid for p in kill.members}
+    joiners = Joiners(kill, rules, proc_root, self_pid)
     signalled = []
     deadline = time.monotonic() + longest
     try:
         while time.monotonic() < deadline:
-            added, _ = table.refresh()
-            rules.apply(table, added)
-            late = [p for p in added if p.pid not in seen and p.eligible and key_of(p) == kill.group]
+            late = joiners.next()
             for proc in late:
-                seen.add(proc.pid)
                 targets = take_targets([proc], proc_root)
                 if targets and send(targets[0], signal.SIGKILL) == "sent":
                     signalled.append(proc)
@@ -51,5 +69,5 @@ def follow_unit(kill, rules, proc_root: str, self_pid: int, until, longest: floa
                 break
             time.sleep(EVERY)
     finally:
-        table.close()
+        joiners.close()
     return signalled

@@ -8,18 +8,17 @@ until a listing finds no one new (bounded). A fork under way when SIGSTOP
 arrives is restarted by the kernel after the stop, never finished, so once a
 listing finds no new member none can appear. Then everyone dies at once.
 
-New members are taken as act/follow.py does: in the chosen unit, a
-candidate under the current rules (scope included), through a pidfd taken
-after the process was listed.
+New members are act/follow.py's `Joiners`: in the chosen unit, candidates
+under the current rules (scope included), each reached through a pidfd taken
+after it was listed.
 """
 from __future__ import annotations
 
 import signal
 import time
 
-from oorkiller.act.follow import unit_key
+from oorkiller.act.follow import Joiners
 from oorkiller.act.signals import send
-from oorkiller.proc._proctable import ProcTable
 from oorkiller.proc.targets import take_targets
 
 ROUNDS = 50                # listings at most: a bomb stops in a few
@@ -34,22 +33,17 @@ def freeze_unit(kill, rules, proc_root: str, self_pid: int) -> list:
         send(target, signal.SIGSTOP)
     if kill.unit == "process":
         return []                           # a process's threads stop with it
-    table = ProcTable(proc_root, self_pid)
-    key_of = unit_key(kill.unit, table)
-    seen = {t.pid for t in kill.targets} | {p.pid for p in kill.members}
+    joiners = Joiners(kill, rules, proc_root, self_pid)
     late = []
     deadline = time.monotonic() + LONGEST
     try:
         for _ in range(ROUNDS):
-            added, _ = table.refresh()
-            rules.apply(table, added)
-            joined = [p for p in added if p.pid not in seen and p.eligible and key_of(p) == kill.group]
+            joined = joiners.next()
             if not joined or time.monotonic() > deadline:
                 break
-            seen.update(p.pid for p in joined)
             for target in take_targets(joined, proc_root):
                 send(target, signal.SIGSTOP)
                 late.append(target)
     finally:
-        table.close()
+        joiners.close()
     return late
