@@ -155,14 +155,19 @@ def files_section(level: int) -> dict:
             "term_timeout": "1s", "cooldown": "60s"}
 
 
-def descriptor_leak() -> dict:
+def descriptor_leak(dry_run: bool = False) -> dict:
     """A process opening a descriptor every millisecond (up to 15,000) beside
     one holding 5,000 steady ones; the level is 2,500 open files above the
     machine's count at the start."""
     holder = start("hold", "holder", 5000, 60)
     level = files_now() + 2500
-    daemon = Daemon(base_config(files=files_section(level)))
+    daemon = Daemon(base_config(files=files_section(level)), *(["--dry-run"] if dry_run else []))
     leaker = start("leak", "leaker", 0.001, 15000, 60)
+    if dry_run:
+        decided = daemon.wait_for("term", 30, resource="files") is not None
+        time.sleep(1.5)                        # a second decision would come now (cooldown says no)
+        return finish(daemon, leaker, holder, decided=decided, leaker_alive=leaker.poll() is None,
+                      level=level)
     died = wait_until(lambda: leaker.poll() is not None, 40)
     time.sleep(0.5)
     return finish(daemon, leaker, holder, leaker_died=died, holder_fds=holder.extra[0], level=level)

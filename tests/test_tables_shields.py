@@ -54,6 +54,16 @@ def test_a_descriptor_leak_is_killed_and_a_steady_large_holder_lives():
     stopped_cleanly(result)
 
 
+def test_a_descriptor_leak_in_dry_run_is_recorded_once_and_not_signalled():
+    result = in_pid_namespace("scenarios_tables", "descriptor_leak", dry_run=True)
+    assert result["decided"], result
+    assert result["leaker_alive"] and result["ended"] == {"leaker": "alive", "holder": "alive"}
+    (term,) = events(result, "term")
+    assert term["dry_run"] == "yes" and term["resource"] == "files" and term["name"] == "leaker"
+    assert events(result, "kill", "stop", "reclaimed") == []
+    stopped_cleanly(result)
+
+
 def test_conntrack_near_full_is_one_warning_and_nothing_is_killed():
     result = in_pid_namespace("scenarios_tables", "conntrack_in_a_network_namespace")
     if "skipped" in result:
