@@ -144,18 +144,24 @@ def guest_taps(action: str = "alert", dry_run: bool = False) -> dict:
             "records": network_records(daemon), "stopped": stopped}
 
 
-def kernel_own_address() -> dict:
-    """A frame whose source is the bridge's own MAC arrives on a port: the
-    kernel's complaint becomes a duplicate-mac record with source=kernel."""
-    import socket
-    from sandbox import Daemon
-    mac = "02:00:00:00:0b:01"
+def bridge_with_port(mac: str) -> None:
+    """Bridge brk with address `mac` and port bp0, whose veth peer bp1 can
+    send it frames."""
     veth("bp0", "bp1", None, "02:00:00:00:0b:09")
     ip("link", "add", "brk", "type", "bridge")
     ip("link", "set", "brk", "address", mac)
     ip("link", "set", "bp0", "master", "brk")
     for name in ("brk", "bp0", "bp1"):
         ip("link", "set", name, "up")
+
+
+def kernel_own_address() -> dict:
+    """A frame whose source is the bridge's own MAC arrives on a port: the
+    kernel's complaint becomes a duplicate-mac record with source=kernel."""
+    import socket
+    from sandbox import Daemon
+    mac = "02:00:00:00:0b:01"
+    bridge_with_port(mac)
     daemon = Daemon(network_config())
     time.sleep(0.5)                      # the daemon's kernel-log reader is open
     frame = bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "88b5") + b"oorkiller-test".ljust(46, b"\0")
@@ -222,12 +228,7 @@ def forged_own_address() -> dict:
     import socket
     from sandbox import Daemon
     mac, accused = "02:00:00:00:0b:01", "02:00:00:00:0b:77"
-    veth("bp0", "bp1", None, "02:00:00:00:0b:09")
-    ip("link", "add", "brk", "type", "bridge")
-    ip("link", "set", "brk", "address", mac)
-    ip("link", "set", "bp0", "master", "brk")
-    for name in ("brk", "bp0", "bp1"):
-        ip("link", "set", name, "up")
+    bridge_with_port(mac)
     hooked = os.path.join(tempfile.mkdtemp(), "hook-ran")
     config = network_config()
     config["hooks"] = [{"command": ["/usr/bin/touch", hooked]}]
