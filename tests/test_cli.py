@@ -94,6 +94,11 @@ def test_candidates_and_status_show_the_ranking_and_the_exclusions():
     reasons = {e["name"]: e["reason"] for e in ranking["excluded"]}
     assert reasons["keepme"].startswith("protected by rule")
     assert "biggest" in result["text"] and "excluded" in result["text"]
+    # What it would choose now, and why: on a calm machine every kill is enough.
+    choice = ranking["choice"]
+    assert (choice["name"], choice["unit"]) == ("biggest", "process")
+    assert choice["why"].startswith("alone enough") and choice["runner_up"].endswith("/smaller")
+    assert f"would choose {choice['pid']} biggest (process): alone enough" in result["text"]
     assert result["status_rc"] == 0
     (memory,) = [r for r in json.loads(result["status"])["resources"] if r["resource"] == "memory"]
     assert memory["state"] == "ok" and 0 < memory["available"] <= memory["total"]
@@ -160,7 +165,9 @@ def test_candidates_escape_cgroup_paths_and_reasons_too():
     print_candidates({"resource": "cpu",
                       "ranked": [{"pid": 7, "name": b"a\x1b[31m", "unit": "cgroup",
                                   "group": "/user.slice/evil\x1b]0;t\x07\udcff", "share": 0.5}],
-                      "excluded": [{"pid": 8, "name": b"b\x9b", "reason": "protected \x1b[1m"}]}, out)
+                      "excluded": [{"pid": 8, "name": b"b\x9b", "reason": "protected \x1b[1m"}],
+                      "choice": {"pid": 7, "name": b"a\x1b[31m", "unit": "cgroup",
+                                 "why": "alone enough \x1b[2J", "runner_up": "9/c\x1b[0m"}}, out)
     text = out.getvalue()
     assert not any(ch in text for ch in ESCAPES), repr(text)
     assert "/user.slice/evil\\x1b]0;t\\x07\\xff" in text and "a\\x1b[31m" in text

@@ -362,11 +362,14 @@ def test_cpu_storm_premise_no_member_reaches_min_share_and_the_bystanders_kill_i
     for now in (1.0, 2.0, 3.0):
         script.second(storm_second())
         shield.step(now)
-    ranked, _ = shield.ranked(shield.window.usage(), shield.capacity(shield.window))
+    ranked, _, choice = shield.ranked(shield.window.usage(), shield.capacity(shield.window))
     by_unit = {(row["unit"], row["pid"] if row["unit"] == "process" else row["group"]): row for row in ranked}
     bystander = by_unit[("process", BYSTANDER)]
     storm = by_unit[("process_group", str(STORM[0]))]
     assert bystander["share"] > 300 and not bystander["enough"]
     assert storm["enough"] and storm["processes"] == 30
     assert all(not by_unit[("process", pid)]["min_share"] for pid in STORM if ("process", pid) in by_unit)
+    # `oorkiller candidates` says what the shield would choose, and why.
+    assert (choice["unit"], choice["runner_up"]) == ("process_group", f"{BYSTANDER}/bystander")
+    assert choice["why"].startswith("alone enough (1 of 2)")
     shield.close()

@@ -226,3 +226,5 @@ def test_a_group_enough_only_through_one_member_is_not_chosen_over_that_member()
     choice = shares.choose_unit("auto", [hog, idle], {1: 600, 2: 0}, CAPACITY, 250, SELF, cgroup_of,
                                 ALWAYS)
     assert choice.unit.kind == "process" and choice.unit.leader is hog
+    # Nor is it the runner-up: it is the same kill with more loss, not another plan.
+    assert choice.verdict.runner_up is None and choice.verdict.runner_up_text == "-"

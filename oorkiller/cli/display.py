@@ -42,6 +42,13 @@ def _safe_cell(key: str, value) -> str:
 def print_candidates(result: dict, out) -> None:
     ranked = result.get("ranked", [])
     out.write(f"{result['resource']}: {len(ranked)} candidate(s), best first\n")
+    choice = result.get("choice")
+    if "choice" in result and choice is None and ranked:
+        out.write("would choose nobody now (no unit is a candidate by these figures)\n")
+    if choice:
+        out.write(f"would choose {choice['pid']} {_safe_cell('name', choice['name'])} "
+                  f"({choice['unit']}): {_safe_cell('why', choice['why'])}; "
+                  f"runner-up {_safe_cell('runner_up', choice['runner_up'])}\n")
     if ranked:
         keys = [k for k in ranked[0].keys()]
         rows = [[k.upper() for k in keys]]

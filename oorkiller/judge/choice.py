@@ -138,9 +138,23 @@ def choose(candidates: list[Candidate]) -> Choice | None:
         else:
             chosen = equally_large[0]
             why = f"{lead}; largest"
-    rest = [c for c in pool if c is not chosen] or [c for c in candidates if c is not chosen]
+    # The runner-up is the next *other* plan: a larger unit that holds the
+    # chosen one (the process's own group) is the same kill with more loss.
+    others = [c for c in candidates if not chosen.plan <= c.plan]
+    rest = [c for c in others if c in pool] or others
     runner_up = max(rest, key=lambda c: (c.enough, c.score, -c.pid), default=None)
     return Choice(chosen, runner_up, why)
+
+
+def summary(verdict: Choice | None) -> dict | None:
+    """The choice as `oorkiller candidates` shows it: who would go now, as
+    which unit, the deciding reason, and the runner-up (None: nobody)."""
+    if verdict is None:
+        return None
+    chosen = verdict.chosen
+    kind = getattr(chosen.unit, "kind", "process")
+    return {"pid": chosen.pid, "name": chosen.name, "unit": kind, "why": verdict.why,
+            "runner_up": verdict.runner_up_text}
 
 
 # ---------------------------------------------------------------- units

@@ -227,10 +227,12 @@ def choose_unit(mode: str, entries, used: dict[int, int], capacity: float, min_s
 
 
 def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share: int,
-            self_pid: int, cgroup_of, predict=None) -> tuple[list[dict], list[dict]]:
+            self_pid: int, cgroup_of, predict=None) -> tuple[list[dict], list[dict], dict | None]:
     """What `oorkiller candidates` shows: every unit `mode` may kill, with the
     parts of its score, the predicted reading without it, `enough`, its age
-    and work, best first; and the units and processes excluded, why."""
+    and work, best first; the units and processes excluded, why; and the
+    choice the shield would make over the same window (judge.choice.summary)."""
+    entries = list(entries)
     kinds = LEVELS if mode == "auto" else ("process", mode)
     ranked, excluded = [], []
     for kind in kinds:
@@ -250,4 +252,5 @@ def ranking(mode: str, entries, used: dict[int, int], capacity: float, min_share
                            "work": round(unit.work, 1)})
     ranked.sort(key=lambda row: (not row["enough"], -row["score"], row["work"]))
     excluded += exclusions(entries)
-    return ranked, excluded
+    chosen = choose_unit(mode, entries, used, capacity, min_share, self_pid, cgroup_of, predict)
+    return ranked, excluded, victims.summary(chosen.verdict if chosen is not None else None)

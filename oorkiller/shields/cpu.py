@@ -207,8 +207,8 @@ class CpuShield(WindowedShield):
             self.read()
             self.sample(window, time.monotonic())
             time.sleep(CANDIDATE_WINDOW / 4)
-        ranked, excluded = self.ranked(window.usage(), self.capacity(window))
-        return {"ranked": ranked[:top], "excluded": excluded}
+        ranked, excluded, choice = self.ranked(window.usage(), self.capacity(window))
+        return {"ranked": ranked[:top], "excluded": excluded, "choice": choice}
 
     def close(self) -> None:
         self.stat_file.close()

@@ -310,10 +310,10 @@ class IoShield(WindowedShield):
         watch = max(watched, key=lambda w: (w.reading.bytes, w.reading.ios))
         self.deciding = watch
         used = self.attributed(watch)
-        ranked, excluded = self.ranked(used, self.capacity(watch, used))
+        ranked, excluded, choice = self.ranked(used, self.capacity(watch, used))
         for row in ranked:
             row["device"] = watch.name
-        return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded}
+        return {"device": watch.name, "ranked": ranked[:top], "excluded": excluded, "choice": choice}
 
     def _close_readers(self) -> None:
         self.disks.close()

@@ -341,16 +341,20 @@ class MemoryShield(ProcessShield):
         return [out]
 
     def candidates(self, top: int) -> dict:
-        ranked = self.table.rank_memory(max(top, 1)) if self._rank() is not None else []
+        """The ranking as a shortage now would see it (`need`: what is missing
+        to the term level, at least a byte), with the choice it would make."""
+        ranked = self.table.rank_memory(max(top, RANK_DEPTH)) if self._rank() is not None else []
         mem = self.read()
         need = max(self.levels(mem)["term"] - mem.available, 1)
+        evaluated = self.evaluate(ranked, need)
         rows = []
-        for cand in self.evaluate(ranked, need):
+        for cand in evaluated:
             rows.append({"pid": cand.pid, "name": cand.proc.comm, "user": cand.proc.uid,
                          **cand.parts(), "rss": cand.reclaim, "after": cand.after,
                          "enough": cand.enough, "growth": cand.growth_text,
                          "age": round(cand.age), "work": round(cand.work, 1)})
-        return {"ranked": rows[:top], "excluded": exclusions(self.table.entries())}
+        return {"ranked": rows[:top], "excluded": exclusions(self.table.entries()),
+                "choice": victims.summary(victims.choose(evaluated))}
 
     def close(self) -> None:
         self.meminfo_file.close()

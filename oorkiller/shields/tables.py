@@ -139,7 +139,7 @@ class TableShield(ProcessShield):
         time.sleep(CANDIDATE_WINDOW)
         self.sample(window, time.monotonic())
         used = window.usage()
-        ranked, excluded = shares.ranking(self.cfg.kill, self.table.entries(), used, sum(used.values()),
-                                          int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of,
-                                          self.predict)
-        return {"ranked": ranked[:top], "excluded": excluded}
+        ranked, excluded, choice = shares.ranking(self.cfg.kill, self.table.entries(), used,
+                                                  sum(used.values()), int(MIN_SHARE * 1000),
+                                                  self.context.self_pid, self.cgroup_of, self.predict)
+        return {"ranked": ranked[:top], "excluded": excluded, "choice": choice}

@@ -97,7 +97,8 @@ class WindowedShield(ProcessShield):
         """Extra record fields for the chosen unit."""
         return {}
 
-    def ranked(self, used: dict, capacity: float) -> tuple[list, list]:
-        """`oorkiller candidates`: every unit with its share, and the excluded."""
+    def ranked(self, used: dict, capacity: float) -> tuple[list, list, dict | None]:
+        """`oorkiller candidates`: every unit with its share, the excluded, and
+        the choice the shield would make."""
         return shares.ranking(self.cfg.kill, self.table.entries(), used, capacity,
                               self.min_share(), self.context.self_pid, self.cgroup_of, self.predict)
