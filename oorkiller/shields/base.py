@@ -11,8 +11,10 @@ The contract, for every shield:
 - `status() -> list[dict]`: one row per watched thing (a resource, a disk, a
   device), each with `resource` and `state` (ok | acting | ...) and the
   reading and levels in exact numbers (bytes, fractions, seconds).
-- `candidates(top) -> dict`: `{"ranked": [...], "excluded": [...]}` as
-  `oorkiller candidates` shows them (only shields that choose victims).
+- `candidates(top) -> dict`: `{"ranked": [...], "excluded": [...],
+  "choice": {...} | None}` as `oorkiller candidates` shows them (only shields
+  that choose victims; `choice` is what the chooser would take now, why,
+  and the runner-up).
 - `close()`: give back every descriptor.
 
 A shield owns its readers (held fds) and, when it picks victims, its own
