@@ -4,11 +4,29 @@ In one PID namespace, runs alternate A B A B: the installed `oorkiller run`
 (memory shield only, scoped to this namespace's processes) and earlyoom 1.7
 (not in dry run: it must kill, but it sees only this namespace), with the
 same levels in bytes: kill = term = MemAvailable at the start of the run
-minus 1 GiB. A C hog touches pages as fast as it can (hard cap 2.5 GiB).
-A sampler thread reads MemAvailable at ~1 kHz; the hog's death is seen
+minus 1 GiB. Two hogs, each with the hard cap of 2.5 GiB:
+
+- the main figure (result key `threads`): a C hog that touches pages from one
+  thread per CPU, each thread its own slice of one anonymous mapping, as fast
+  as the machine allows;
+- the single-thread hog of earlier reports (the scenario's top-level keys,
+  so ratios compare like with like against an older report).
+
+A sampler thread reads MemAvailable at ~1 kHz (its median period, and its
+largest gap while the hog lived, are in the report); the hog's death is seen
 through a pidfd. Overshoot = kill level - lowest MemAvailable; time to death
-= death - first sample below the kill level. /dev/kmsg is checked for kernel
-OOM kills over the whole scenario.
+= death - first sample below the kill level. Only runs in which the hog was
+still growing when MemAvailable crossed the level count (`valid`): on a VM
+whose host hands memory back while a hog grows, MemAvailable can lag a
+whole fill behind, and a hog at its cap (`filled`) tells nothing of
+reaction. The machine is shared too: a run is tried again (at most 3 times
+in all) when MemAvailable moved by more than 256 MiB between the reading
+that set the level and the hog's start, or when it is not valid; a run
+still not valid at the last attempt is counted in `left_out`.
+Fill rates: up to the crossing of the level, with the shield running
+(`hog_fill_gbps`), and as the hog itself measures filling 1 GiB with no
+shield running (`hog_own_fill_gbps`). /dev/kmsg is checked for kernel OOM
+kills over the whole scenario.
 """
 from __future__ import annotations
 
@@ -26,6 +44,36 @@ from bench.harness import GiB, MiB, MemSampler, Started, log, summary
 
 HOG_CAP_MIB = 2560
 BELOW_START = GiB
+OWN_FILL_MIB = 1024        # the hog's own fill rate is measured over this much
+HOGS = ("threads", "single")   # the main figure first
+DISTURBED = 256 * MiB      # MemAvailable moved this much before the hog: someone else did it
+ATTEMPTS = 3               # tries of a run that others disturbed
+
+
+def hog_threads() -> int:
+    """Threads of the multi-thread hog: one per CPU this process may use."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def start_hog(started: Started, kind: str, cap_mib: int, threads: int):
+    if kind == "single":
+        return started.helper("hog", cap_mib)
+    return started.helper("fasthog", cap_mib, threads)
+
+
+def own_fill_rate(started: Started, kind: str, threads: int) -> float | None:
+    """GB/s as the hog reports it filling OWN_FILL_MIB, no shield running."""
+    harness.check_safe(OWN_FILL_MIB * MiB)
+    hog = start_hog(started, kind, OWN_FILL_MIB, threads)
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(hog.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(20)
+    started.kill(hog)
+    parts = line[0].split() if line else []
+    if len(parts) == 3 and parts[0] == "full":
+        return float(parts[2])
+    return None
 
 
 def oorkiller_config(level: int) -> str:
@@ -84,7 +132,11 @@ def wait_death(pid: int, timeout: float) -> float | None:
         os.close(pidfd)
 
 
-def one_run(started: Started, shield: str) -> dict:
+def one_run(started: Started, shield: str, kind: str = "single", threads: int = 1,
+            guard: bool = False) -> dict:
+    """One hog against one shield. With `guard`, gives up before the hog
+    ({"disturbed": bytes}) when MemAvailable moved by more than DISTURBED
+    since the level was set from it."""
     available = harness.mem_available()
     level = available - BELOW_START
     harness.check_safe(HOG_CAP_MIB * MiB)
@@ -93,63 +145,119 @@ def one_run(started: Started, shield: str) -> dict:
     try:
         with MemSampler() as sampler:
             time.sleep(0.2)
+            moved = sampler.samples[-1][1] - available if sampler.samples else 0
+            if guard and abs(moved) > DISTURBED:
+                return {"shield": shield, "hog": kind, "disturbed": moved}
             began = time.monotonic()
-            hog = started.helper("hog", HOG_CAP_MIB)
+            hog = start_hog(started, kind, HOG_CAP_MIB, threads)
+            ready = time.monotonic()            # the hog starts touching now
             died = wait_death(hog.pid, 15)
             time.sleep(0.3)
     finally:
         if hog is not None:
             started.kill(hog)
         started.kill(daemon)
+    full = [line.split() for line in (hog.stdout.read() or "").splitlines() if line.startswith("full ")]
+    full_at = ready + float(full[0][1]) if full else None     # when it reached its cap
     samples = sampler.samples
     crossing = next((t for t, a in samples if t >= began and a < level), None)
+    # The overshoot means something only if the hog was still growing when
+    # MemAvailable crossed the level; on a VM whose host hands memory back
+    # while a hog grows, MemAvailable can lag a whole fill behind.
+    valid = crossing is not None and (full_at is None or crossing <= full_at)
     after = [a for t, a in samples if crossing is not None and crossing <= t <= (died or crossing) + 0.3]
     lowest = min(after) if after else None
     periods = [b[0] - a[0] for a, b in zip(samples, samples[1:])]
+    # the sampler's largest gap while the hog lived: CPUs busy with the hog's
+    # threads can delay the sampler, which then may miss the lowest point
+    alive = [t for t, _ in samples if began <= t <= (died or began + 15) + 0.05]
+    gap_max = max((b - a for a, b in zip(alive, alive[1:])), default=None)
     trace = [(round(t - began, 4), a - level) for t, a in samples[::2] if t >= began - 0.1]
     return {
-        "shield": shield, "killed": died is not None,
+        "shield": shield, "hog": kind, "threads": threads if kind != "single" else 1,
+        "killed": died is not None, "filled": full_at is not None, "valid": valid,
+        "filled_after": (full_at - began) if full_at else None,
         "overshoot": (level - lowest) if lowest is not None else None,
         "to_death": (died - crossing) if died and crossing else None,
         "crossing_after": (crossing - began) if crossing else None,
-        "sample_period_median": summary(periods)["median"],
+        "sample_period_median": summary(periods)["median"], "sample_gap_max": gap_max,
         "level": level,
         "fill_gbps": (BELOW_START / (crossing - began) / 1e9) if crossing else None, "trace": trace,
         "died_at": (died - began) if died else None,
     }
 
 
-def runs(pairs: int) -> dict:
-    """Inside a PID namespace: A B A B ... `pairs` times."""
+def attempt_run(started: Started, shield: str, kind: str, threads: int) -> dict:
+    """one_run, tried again (up to ATTEMPTS in all) when the machine's other
+    users moved MemAvailable by more than DISTURBED between the level's
+    reading and the hog's start, or when the run is not `valid`: the hog
+    reached its cap before MemAvailable crossed the level, or it never did
+    (memory given back elsewhere meanwhile). The last attempt is kept
+    whatever happens; the digest leaves out a run that is not valid."""
+    for attempt in range(1, ATTEMPTS + 1):
+        last = attempt == ATTEMPTS
+        result = one_run(started, shield, kind, threads, guard=not last)
+        result["attempts"] = attempt
+        if "disturbed" in result:
+            log(f"fasthog {kind} {shield}: MemAvailable moved {result['disturbed'] / MiB:+.0f} MiB "
+                f"before the hog (attempt {attempt}/{ATTEMPTS})")
+        elif not result["valid"] and not last:
+            log(f"fasthog {kind} {shield}: the hog reached its cap before MemAvailable crossed "
+                f"the level, or it never did (attempt {attempt}/{ATTEMPTS})")
+        else:
+            return result
+        time.sleep(2.0)
+    return result
+
+
+def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
+    """Inside a PID namespace: the hogs' own fill rates, then for each hog
+    A B A B ... `pairs` times (the multi-thread hog's pair, then the
+    single-thread hog's, in every round)."""
     started = Started()
     since = harness.boot_usec()
     results = []
+    own: dict[str, list] = {kind: [] for kind in HOGS}
     try:
+        for turn in range(own_fills):
+            for kind in (HOGS if turn % 2 == 0 else HOGS[::-1]):
+                own[kind].append(own_fill_rate(started, kind, threads))
+                log(f"fasthog {kind} hog fills at {own[kind][-1]} GB/s (no shield)")
+                time.sleep(1.0)
         for pair in range(pairs):
-            for shield in ("oorkiller", "earlyoom"):
-                results.append(one_run(started, shield))
-                log(f"fasthog {shield} run {pair + 1}/{pairs}: "
-                    f"overshoot {results[-1]['overshoot']} to_death {results[-1]['to_death']}")
-                time.sleep(1.0)      # memory back before the next run
+            for kind in HOGS:
+                for shield in ("oorkiller", "earlyoom"):
+                    results.append(attempt_run(started, shield, kind, threads))
+                    log(f"fasthog {kind} {shield} run {pair + 1}/{pairs}: "
+                        f"overshoot {results[-1]['overshoot']} to_death {results[-1]['to_death']}"
+                        f"{' (hog filled to its cap)' if results[-1]['filled'] else ''}")
+                    time.sleep(1.0)      # memory back before the next run
     finally:
         started.close()
-    return {"runs": results, "kernel_oom_kills": harness.kernel_oom_kills_since(since)}
+    return {"runs": results, "own_fill_gbps": own, "threads": threads,
+            "kernel_oom_kills": harness.kernel_oom_kills_since(since)}
 
 
 def run(quick: bool = False) -> dict:
     harness.helper_path()
-    raw = harness.in_pid_namespace("fasthog", "runs", timeout=600, pairs=1 if quick else 4)
+    raw = harness.in_pid_namespace("fasthog", "runs", timeout=900, pairs=1 if quick else 4,
+                                   threads=hog_threads(), own_fills=1 if quick else 2)
     return digest(raw)
 
 
-def digest(raw: dict) -> dict:
-    out = {"kernel_oom_kills": raw["kernel_oom_kills"], "runs": []}
+def digest_hog(runs: list[dict]) -> dict:
+    """The figures of one hog: per shield, ratios, traces, fill rate."""
+    out = {}
     for shield in ("oorkiller", "earlyoom"):
-        mine = [r for r in raw["runs"] if r["shield"] == shield]
+        mine = [r for r in runs if r["shield"] == shield]
+        counted = [r for r in mine if r.get("valid", True)]
         out[shield] = {
-            "overshoot_mib": summary([r["overshoot"] / MiB for r in mine if r["overshoot"] is not None]),
-            "to_death_ms": summary([r["to_death"] * 1e3 for r in mine if r["to_death"] is not None]),
+            "overshoot_mib": summary([r["overshoot"] / MiB for r in counted if r["overshoot"] is not None]),
+            "to_death_ms": summary([r["to_death"] * 1e3 for r in counted if r["to_death"] is not None]),
             "killed": sum(r["killed"] for r in mine), "runs": len(mine),
+            "filled": sum(r.get("filled", False) for r in mine),
+            "left_out": len(mine) - len(counted),
+            "attempts": sum(r.get("attempts", 1) for r in mine),
         }
     out["ratios"] = {
         "overshoot_oorkiller_over_earlyoom": harness.ratio(
@@ -157,9 +265,28 @@ def digest(raw: dict) -> dict:
         "to_death_oorkiller_over_earlyoom": harness.ratio(
             out["oorkiller"]["to_death_ms"]["median"], out["earlyoom"]["to_death_ms"]["median"]),
     }
-    out["traces"] = [{"shield": r["shield"], "died_at": r["died_at"], "trace": r["trace"]}
-                     for r in raw["runs"]]
-    out["hog_fill_gbps"] = summary([r["fill_gbps"] for r in raw["runs"] if r["fill_gbps"]])["median"]
-    out["sample_period_ms"] = summary([r["sample_period_median"] * 1e3 for r in raw["runs"]
+    out["traces"] = [{"shield": r["shield"], "hog": r.get("hog", "single"), "died_at": r["died_at"],
+                      "trace": r["trace"]} for r in runs]
+    out["hog_fill_gbps"] = summary([r["fill_gbps"] for r in runs
+                                    if r["fill_gbps"] and r.get("valid", True)])["median"]
+    out["sample_period_ms"] = summary([r["sample_period_median"] * 1e3 for r in runs
                                        if r["sample_period_median"]])["median"]
+    out["sample_gap_max_ms"] = summary([r["sample_gap_max"] * 1e3 for r in runs
+                                        if r.get("sample_gap_max") is not None])
+    return out
+
+
+def digest(raw: dict) -> dict:
+    """The single-thread hog's figures at the top level (as in earlier
+    reports), the multi-thread hog's under `threads`."""
+    by_kind = {kind: [r for r in raw["runs"] if r.get("hog", "single") == kind] for kind in HOGS}
+    own = raw.get("own_fill_gbps", {})
+    out = digest_hog(by_kind["single"])
+    out["hog_threads"] = 1
+    out["hog_own_fill_gbps"] = summary(own.get("single", []))["median"]
+    out["threads"] = digest_hog(by_kind["threads"])
+    out["threads"]["hog_threads"] = raw.get("threads")
+    out["threads"]["hog_own_fill_gbps"] = summary(own.get("threads", []))["median"]
+    out["kernel_oom_kills"] = raw["kernel_oom_kills"]
+    out["runs"] = []
     return out

@@ -1,6 +1,7 @@
 """What every benchmark scenario shares: running a scenario as PID 1 of its
-own PID namespace, a small C helper (sleepers, hogs, spinners, the held-fd
-floor), a MemAvailable sampler, kernel-log checks and summary statistics.
+own PID namespace, a small C helper (sleepers, hogs of one thread or many,
+spinners, the held-fd floor), a MemAvailable sampler, kernel-log checks and
+summary statistics.
 
 Safety: everything that can signal runs in a PID
 namespace, where /proc lists only what the scenario started; every process a
@@ -32,6 +33,7 @@ HELPER_SOURCE = r"""
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +83,48 @@ static int hog(long cap_mib, int protect) {
     for (;;) pause();
 }
 
+/* fasthog CAP_MIB THREADS: as hog, from THREADS threads at once. One
+   anonymous mapping of CAP_MIB (the same hard cap), cut into THREADS slices
+   of whole pages; each thread touches its own slice page by page as fast as
+   it can. The threads are made before "ready" and wait at a barrier, so the
+   fill starts at once; "full" comes when every slice is touched. */
+struct slice { char *start; size_t size; pthread_barrier_t *go; };
+
+static void *touch_slice(void *arg) {
+    struct slice *s = arg;
+    pthread_barrier_wait(s->go);
+    for (size_t off = 0; off < s->size; off += 4096) s->start[off] = 1;
+    return NULL;
+}
+
+static int fasthog(long cap_mib, long threads) {
+    size_t size = (size_t)cap_mib << 20, pages = size / 4096;
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
+    prctl(PR_SET_NAME, "fasthog");           /* the threads inherit the name */
+    char *block = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (block == MAP_FAILED) { perror("mmap"); return 1; }
+    static struct slice slices[256]; static pthread_t ids[256];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, threads + 1);
+    size_t first = 0;
+    for (long i = 0; i < threads; i++) {
+        size_t count = pages / threads + ((size_t)i < pages % threads);
+        slices[i] = (struct slice){block + first * 4096, count * 4096, &go};
+        first += count;
+        if (pthread_create(&ids[i], NULL, touch_slice, &slices[i])) {
+            fprintf(stderr, "pthread_create failed\n"); return 1;
+        }
+    }
+    printf("ready\n"); fflush(stdout);
+    double began = now();
+    pthread_barrier_wait(&go);
+    for (long i = 0; i < threads; i++) pthread_join(ids[i], NULL);
+    double took = now() - began;
+    printf("full %.6f %.3f\n", took, size / took / 1e9); fflush(stdout);
+    for (;;) pause();
+}
+
 /* spin SECONDS: burns one CPU, then exits. */
 static int spin(double seconds) {
     prctl(PR_SET_NAME, "spinner");
@@ -119,9 +163,11 @@ static int floor_loop(int rounds) {
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "sleepers")) return sleepers(atol(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "hog")) return hog(atol(argv[2]), argc > 3);
+    if (argc >= 4 && !strcmp(argv[1], "fasthog")) return fasthog(atol(argv[2]), atol(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "spin")) return spin(atof(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "floor")) return floor_loop(atoi(argv[2]));
-    fprintf(stderr, "usage: benchhelper sleepers N | hog MIB [protect] | spin S | floor ROUNDS\n");
+    fprintf(stderr, "usage: benchhelper sleepers N | hog MIB [protect] | fasthog MIB THREADS"
+                    " | spin S | floor ROUNDS\n");
     return 2;
 }
 """
@@ -137,7 +183,7 @@ def helper_path() -> str:
         source = os.path.join(folder, "benchhelper.c")
         with open(source, "w") as f:
             f.write(HELPER_SOURCE)
-        subprocess.run(["cc", "-O2", "-o", exe + ".new", source], check=True)
+        subprocess.run(["cc", "-O2", "-pthread", "-o", exe + ".new", source], check=True)
         os.replace(exe + ".new", exe)
     return exe
 

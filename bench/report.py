@@ -42,12 +42,19 @@ def machine() -> dict:
 
 
 def flat_ratios(results: dict) -> dict:
-    """Every ratio of a report under one dotted name."""
+    """Every ratio of a report under one dotted name. A figure an older
+    report lacks (the multi-thread hog, a count it skipped) is simply absent
+    there, so `compare` only compares like with like."""
     out = {}
     for count, row in results.get("selection", {}).get("counts", {}).items():
+        if row.get("skipped") or "ratios" not in row:
+            continue
         for key, value in row["ratios"].items():
             out[f"selection.{count}.{key}"] = value
-        out[f"selection.{count}.crossing_to_signal_ms"] = row["crossing_to_signal_ms"]["median"]
+        if "crossing_to_signal_ms" in row:
+            out[f"selection.{count}.crossing_to_signal_ms"] = row["crossing_to_signal_ms"]["median"]
+    for key, value in results.get("fasthog", {}).get("threads", {}).get("ratios", {}).items():
+        out[f"fasthog.threads.{key}"] = value        # the multi-thread hog: the main figure
     for scenario in ("fasthog", "idle", "worstcase"):
         for key, value in results.get(scenario, {}).get("ratios", {}).items():
             out[f"{scenario}.{key}"] = value
@@ -68,11 +75,83 @@ def verdict(name: str, value) -> str:
     return ""
 
 
+def _num(value, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _median(row: dict, key: str):
+    value = row.get(key)
+    return value.get("median") if isinstance(value, dict) else None
+
+
+def fasthog_lines(fasthog: dict) -> list[str]:
+    """Both hogs: threads, fill rates, overshoots, capped runs; OOM kills."""
+    lines = ["fast hog (overshoot: MiB under the kill level, median; left out: runs in which the hog "
+             "reached its 2.5 GiB cap before MemAvailable crossed the level; gap: the sampler's "
+             "largest gap while the hog lived, median)",
+             f"  {'hog':22} {'threads':>7} {'own GB/s':>9} {'to level GB/s':>13} "
+             f"{'overshoot ours':>14} {'earlyoom':>9} {'ours/eo':>8} {'left out':>8} {'gap ms':>7}"]
+    hogs = []
+    if "threads" in fasthog:
+        hogs.append(("multi-thread (main)", fasthog["threads"]))
+    hogs.append(("single-thread", fasthog))
+    for label, hog in hogs:
+        if "oorkiller" not in hog:
+            continue
+        left_out = sum(hog[s].get("left_out", 0) for s in ("oorkiller", "earlyoom"))
+        runs = sum(hog[s].get("runs", 0) for s in ("oorkiller", "earlyoom"))
+        lines.append(
+            f"  {label:22} {_num(hog.get('hog_threads', 1), 'd'):>7} "
+            f"{_num(hog.get('hog_own_fill_gbps')):>9} {_num(hog.get('hog_fill_gbps')):>13} "
+            f"{_num(_median(hog['oorkiller'], 'overshoot_mib'), '.1f'):>14} "
+            f"{_num(_median(hog['earlyoom'], 'overshoot_mib'), '.1f'):>9} "
+            f"{_num(hog.get('ratios', {}).get('overshoot_oorkiller_over_earlyoom'), '.3f'):>8} "
+            f"{f'{left_out}/{runs}' if 'left_out' in hog['oorkiller'] else 'n/a':>8} {_num(_median(hog, 'sample_gap_max_ms'), '.1f'):>7}")
+    kills = len(fasthog.get("kernel_oom_kills", []))
+    lines.append(f"  kernel OOM kills: {kills}  (target = 0: {'met' if kills == 0 else 'MISSED'})")
+    return lines
+
+
+def selection_lines(selection: dict) -> list[str]:
+    """Per count: ms and µs per process for each contender; table memory."""
+    lines = ["victim selection (ms, median over rounds; [µs per process]); "
+             "table: VmRSS KiB per 1,000 entries; kernel: unreclaimable slab KiB per 1,000 (noisy)",
+             f"  {'count':>6} {'procs':>6} {'oorkiller':>17} {'floor':>17} {'earlyoom':>17} "
+             f"{'nohang':>17} {'table':>8} {'kernel':>8}"]
+    names = ("oorkiller", "floor", "earlyoom", "nohang")
+    counts = sorted(selection.get("counts", {}), key=int)
+    for count in counts:
+        row = selection["counts"][count]
+        if row.get("skipped"):
+            lines.append(f"  {count:>6} skipped: {row['skipped']}")
+            continue
+        per = row.get("per_process_us") or {}
+        cells = []
+        for name in names:
+            ms = _median(row, f"{name}_ms")
+            us = per.get(name)
+            if us is None and ms is not None and row.get("processes"):
+                us = ms * 1e3 / row["processes"]       # reports from before per_process_us
+            cells.append(f"{_num(ms, '.2f')} [{_num(us, '.2f')}]")
+        memory = row.get("table_memory") or {}
+        lines.append(f"  {count:>6} {_num(row.get('processes'), 'd'):>6} "
+                     + " ".join(f"{c:>17}" for c in cells)
+                     + f" {_num(memory.get('kib_per_1000'), '.0f'):>8}"
+                     + f" {_num(memory.get('kernel_kib_per_1000'), '.0f'):>8}")
+    return lines
+
+
 def table(results: dict) -> str:
     lines = [f"{'ratio':58} {'value':>9}  target", "-" * 90]
     for name, value in flat_ratios(results).items():
         shown = "n/a" if value is None else f"{value:9.3f}"
         lines.append(f"{name:58} {shown:>9}  {verdict(name, value)}")
+    if "fasthog" in results or "selection" in results:
+        lines += ["", "figures (context; not compared between reports)", "-" * 90]
+    if "fasthog" in results:
+        lines += fasthog_lines(results["fasthog"])
+    if "selection" in results:
+        lines += selection_lines(results["selection"])
     return "\n".join(lines)
 
 
@@ -116,27 +195,36 @@ def plots(results: dict, folder: str) -> list[str]:
 
 
 def _plot_fasthog(plt, fasthog: dict, path: str) -> str:
-    fig, ax = plt.subplots(figsize=(9, 5))
+    """One panel per hog (the multi-thread hog first, when the report has it)."""
+    panels = []
+    if "threads" in fasthog:
+        threads = fasthog["threads"].get("hog_threads")
+        panels.append((f"{threads}-thread hog", fasthog["threads"]))
+    panels.append(("single-thread hog", fasthog))
+    fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 5), squeeze=False)
     colors = {"oorkiller": "tab:blue", "earlyoom": "tab:orange"}
-    labelled = set()
-    for run in fasthog["traces"]:
-        trace = run["trace"]
-        if not trace or run["died_at"] is None:
-            continue
-        shift = run["died_at"]                        # align runs on the death
-        xs = [(t - shift) * 1e3 for t, _ in trace]
-        ys = [a / (1 << 20) for _, a in trace]
-        label = run["shield"] if run["shield"] not in labelled else None
-        labelled.add(run["shield"])
-        ax.plot(xs, ys, color=colors[run["shield"]], alpha=0.7, label=label)
+    for ax, (title, hog) in zip(axes[0], panels):
+        labelled = set()
+        for run in hog.get("traces", []):
+            trace = run["trace"]
+            if not trace or run["died_at"] is None:
+                continue
+            shift = run["died_at"]                        # align runs on the death
+            xs = [(t - shift) * 1e3 for t, _ in trace]
+            ys = [a / (1 << 20) for _, a in trace]
+            label = run["shield"] if run["shield"] not in labelled else None
+            labelled.add(run["shield"])
+            ax.plot(xs, ys, color=colors[run["shield"]], alpha=0.7, label=label)
         ax.axvline(0, color="black", linewidth=0.5)
-    ax.axhline(0, color="red", linestyle="--", label="kill level")
-    ax.set_xlim(-1500, 400)
-    ax.set_ylim(-200, 1100)
-    ax.set_xlabel("ms, relative to the hog's death (vertical line)")
-    ax.set_ylabel("MemAvailable minus kill level (MiB)")
-    ax.set_title("Fast hog: MemAvailable over time, oorkiller vs earlyoom (same levels)")
-    ax.legend()
+        ax.axhline(0, color="red", linestyle="--", label="kill level")
+        ax.set_xlim(-1500, 400)
+        ax.set_ylim(-200, 1100)
+        ax.set_xlabel("ms, relative to the hog's death (vertical line)")
+        ax.set_ylabel("MemAvailable minus kill level (MiB)")
+        rate = hog.get("hog_own_fill_gbps") or hog.get("hog_fill_gbps")
+        ax.set_title(f"{title}" + (f", fills at {rate:.2f} GB/s" if rate else ""))
+        ax.legend()
+    fig.suptitle("Fast hog: MemAvailable over time, oorkiller vs earlyoom (same levels)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -144,23 +232,32 @@ def _plot_fasthog(plt, fasthog: dict, path: str) -> str:
 
 
 def _plot_selection(plt, selection: dict, path: str) -> str:
-    counts = sorted(selection["counts"], key=int)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    """Time of one selection, and the same per process (flat = linear)."""
+    counts = sorted((c for c, row in selection["counts"].items() if not row.get("skipped")), key=int)
+    fig, (ax, per_ax) = plt.subplots(1, 2, figsize=(14, 5))
     series = (("oorkiller_ms", "oorkiller (refresh+sample+rank)"), ("floor_ms", "floor: pread held fd (C)"),
               ("earlyoom_ms", "earlyoom 1.7"), ("nohang_ms", "nohang 0.2.0"))
     xs = [int(c) for c in counts]
     for key, label in series:
-        med = [selection["counts"][c][key]["median"] for c in counts]
-        low = [selection["counts"][c][key]["min"] for c in counts]
-        high = [selection["counts"][c][key]["max"] for c in counts]
-        if any(m is None for m in med):
+        rows = [selection["counts"][c] for c in counts]
+        med = [row[key]["median"] for row in rows]
+        low = [row[key]["min"] for row in rows]
+        high = [row[key]["max"] for row in rows]
+        if not rows or any(m is None for m in med):
             continue
         ax.errorbar(xs, med, yerr=[[m - lo for m, lo in zip(med, low)], [hi - m for m, hi in zip(med, high)]],
                     marker="o", capsize=3, label=label)
+        per = [m * 1e3 / row["processes"] for m, row in zip(med, rows)]
+        per_ax.plot(xs, per, marker="o", label=label)
     ax.set_xlabel("processes")
     ax.set_ylabel("one victim selection (ms, median; bars: min-max over rounds)")
     ax.set_title("Victim selection time")
     ax.legend()
+    per_ax.set_xlabel("processes")
+    per_ax.set_ylabel("µs per process (median)")
+    per_ax.set_ylim(bottom=0)
+    per_ax.set_title("Cost per process (flat = linear)")
+    per_ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,4 +1,10 @@
-"""Victim selection at 1,000, 5,000 and 10,000 sleeping processes.
+"""Victim selection at 1,000, 5,000, 10,000 and 20,000 sleeping processes.
+
+20,000 (or any count) is measured only where the machine has room for it
+(`headroom`: PIDs under pid_max and threads-max with a margin, memory for
+the sleepers, and one descriptor per process for the table and the floor
+under RLIMIT_NOFILE as the table raises it); otherwise the count is reported
+as skipped, with the reason.
 
 Each process count runs in its own PID namespace (`measure_at`), where /proc
 lists only the sleepers the scenario started. In every round, one after the
@@ -19,13 +25,28 @@ other (A B A B):
   daemon.ShieldThread runs it), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
   moment the SIGKILL was sent (engine hook, after the send).
+
+Per-process cost: each median divided by the processes in the namespace
+(µs per process), so the flatness over the counts shows. The table's memory:
+at each count, a fresh interpreter builds the table as the full selection
+does (refresh + rules + sample + rank) and reads its own VmRSS; another one
+does the same imports and configuration but builds no table; the difference
+(median over pairs, alternated) per 1,000 entries is the table's cost in
+user memory. The kernel's side of the held fds is not in RSS: each held
+`oom_score` fd, once read, keeps a struct file, a seq_file and its 4 KiB
+buffer. It is estimated apart (`kernel_kib_per_1000`) from the growth of
+SUnreclaim in /proc/meminfo over the build, minus its growth over the same
+steps without a table; SUnreclaim is machine-wide, so that figure is noisy.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,20 +54,26 @@ import time
 from bench import harness
 from bench.harness import GiB, MiB, Started, log, summary
 
-COUNTS = (1000, 5000, 10000)
+COUNTS = (1000, 5000, 10000, 20000)
+PID_MARGIN = 4096              # PIDs (and threads) always left to the rest of the machine
+SCENARIO_TASKS = 200           # the scenario's own tasks besides the sleepers (generous)
+SLEEPER_KIB = 192              # a sleeper's memory, kernel side included (generous)
+SCENARIO_FDS = 128             # descriptors the scenario itself holds besides the table's
+TABLE_MEMORY_PAIRS = 3         # with/without-table interpreter pairs per count
 BASELINE_COUNT = 40            # "a few dozen" processes for earlyoom's bare cycle
 RANK_DEPTH = 16                # as monitors.memory.RANK_DEPTH
 NOHANG_LINE = re.compile(rb"Found (\d+) tasks with non-zero oom_score .* in (\d+)ms")
 
 
 # ------------------------------------------------------------------ oorkiller
-def memory_config(term: int, kill: int, disks: str = "[]") -> object:
-    """Memory levels scoped to this namespace; `disks`: a YAML list for `disks`."""
+def memory_config(term: int, kill: int, disks: str = "[]", scope_pid: int | None = None) -> object:
+    """Memory levels scoped to this namespace (descendants of `scope_pid`,
+    by default this process); `disks`: a YAML list for `disks`."""
     from oorkiller.config import load_config_text
     text = f"""
 daemon: {{lock_memory: false, nice: 0}}
 log: {{kmsg: false, stderr: false}}
-scope: {{descendant_of: {os.getpid()}}}
+scope: {{descendant_of: {os.getpid() if scope_pid is None else scope_pid}}}
 memory: {{enabled: true, interval: 1s, available: {{term: {term}, kill: {kill}}}, term_timeout: 2s}}
 cpu: {{enabled: false}}
 disks: {disks}
@@ -85,6 +112,179 @@ def floor_times(rounds: int) -> tuple[int, list[float]]:
     processes = int(out[0].split()[1])
     times = [float(line.split()[1]) for line in out[1:] if line.startswith("round")]
     return processes, times[1:]          # the first round warms caches
+
+
+# ------------------------------------------------------------------ table memory
+# Run in a fresh interpreter: argv[1] "1" builds the table, "0" does not;
+# argv[2] the PID whose descendants the rules scope (the namespace's PID 1).
+TABLE_MEMORY_CODE = f"""
+import gc, json, os, sys
+sys.path.insert(0, {harness.ROOT!r})
+from bench.selection import memory_config, RANK_DEPTH
+from oorkiller.proc._proctable import ProcTable
+from oorkiller.judge.rules import RuleSet
+def unreclaimable_slab_kib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("SUnreclaim:"):
+            return int(line.split()[1])
+build, scope = sys.argv[1] == "1", int(sys.argv[2])
+config = memory_config(2 << 30, 1 << 30, scope_pid=scope)
+rules = RuleSet(config)
+table, entries, held = None, 0, 0
+slab_before = unreclaimable_slab_kib()
+if build:
+    table = ProcTable("/proc", os.getpid())
+    added, _ = table.refresh()
+    rules.apply(table, added)
+    table.sample_memory()
+    table.rank_memory(RANK_DEPTH)
+    entries, held = len(table), table.held_fds
+    del added                               # transient: only the table is measured
+gc.collect()
+slab_delta = unreclaimable_slab_kib() - slab_before
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+kib = lambda key: int(status[key].split()[0])
+print(json.dumps({{"entries": entries, "held_fds": held, "slab_delta_kib": slab_delta,
+                  "vmrss_kib": kib("VmRSS"), "rssanon_kib": kib("RssAnon")}}))
+"""
+
+
+def table_memory(pairs: int) -> dict:
+    """VmRSS of an interpreter that built the table minus one that did not."""
+    samples = {"0": [], "1": []}
+    for _ in range(pairs):
+        for build in ("0", "1"):
+            out = subprocess.run([sys.executable, "-c", TABLE_MEMORY_CODE, build, str(os.getpid())],
+                                 capture_output=True, text=True, check=True, cwd=harness.ROOT)
+            samples[build].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    without, built = samples["0"], samples["1"]
+    delta = [b["vmrss_kib"] - w["vmrss_kib"] for w, b in zip(without, built)]
+    anon = [b["rssanon_kib"] - w["rssanon_kib"] for w, b in zip(without, built)]
+    # the kernel's side, from the machine-wide SUnreclaim (noisy: other users
+    # of the machine move it too): what it grew by while the table was built,
+    # minus what it grew by over the same steps without a table
+    slab_built = summary([b["slab_delta_kib"] for b in built])["median"]
+    slab_without = summary([w["slab_delta_kib"] for w in without])["median"]
+    return {"pairs": pairs, "entries": summary([b["entries"] for b in built])["median"],
+            "kernel_slab_kib": slab_built - slab_without,
+            "held_fds": summary([b["held_fds"] for b in built])["median"],
+            "without_vmrss_kib": summary([w["vmrss_kib"] for w in without])["median"],
+            "with_vmrss_kib": summary([b["vmrss_kib"] for b in built])["median"],
+            "delta_vmrss_kib": summary(delta), "delta_rssanon_kib": summary(anon)}
+
+
+# ------------------------------------------------------------------ headroom
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pids_cgroup_room() -> int | None:
+    """Tasks this process's pids cgroup (v1 or v2) still allows, None: no limit."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            folder = f"/sys/fs/cgroup/pids{path}"
+        elif controllers == "":
+            folder = f"/sys/fs/cgroup{path}"
+        else:
+            continue
+        limit, current = _read_int(f"{folder}/pids.max"), _read_int(f"{folder}/pids.current")
+        if limit is not None and current is not None:
+            return limit - current
+    return None
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def _has_capability(bit: int) -> bool:
+    """Whether this process has capability `bit` in effect (CapEff)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def headroom(count: int) -> dict:
+    """Outside the namespace, before any sleeper: whether `count` processes
+    fit on this machine. {"ok": bool, "reason": str, plus the limits read}.
+
+    - PIDs: every sleeper takes a PID (in the namespace and in the host's),
+      and a task under threads-max: pid_max and threads-max minus the tasks
+      running now (/proc/loadavg) must leave PID_MARGIN after the count;
+    - the pids cgroup, when it has a limit;
+    - memory: SLEEPER_KIB per sleeper must pass the harness's check_safe;
+    - descriptors: one held fd per process for the table (which keeps
+      RESERVED_FDS spare) and for the floor. The table raises RLIMIT_NOFILE
+      itself (soft to hard; with CAP_SYS_RESOURCE, both to WANTED_FD_LIMIT if
+      fs.nr_open allows), so the limit that counts is the one it can reach.
+      `descriptor_room` checks again inside the namespace, after the raise.
+    """
+    from oorkiller.proc._proctable import RESERVED_FDS, WANTED_FD_LIMIT
+    pid_max = _read_int("/proc/sys/kernel/pid_max") or 32768
+    threads_max = _read_int("/proc/sys/kernel/threads-max") or 0
+    nr_open = _read_int("/proc/sys/fs/nr_open") or 0
+    with open("/proc/loadavg") as f:
+        tasks = int(f.read().split()[3].split("/")[1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    reachable = hard
+    if (hard != infinite and hard < WANTED_FD_LIMIT and _has_capability(CAP_SYS_RESOURCE)
+            and nr_open >= WANTED_FD_LIMIT):
+        reachable = WANTED_FD_LIMIT
+    wanted_tasks = count + SCENARIO_TASKS
+    wanted_fds = count + SCENARIO_TASKS + RESERVED_FDS + SCENARIO_FDS
+    info = {"count": count, "pid_max": pid_max, "threads_max": threads_max, "tasks_now": tasks,
+            "nofile_soft": None if soft == infinite else soft,
+            "nofile_hard": None if hard == infinite else hard,
+            "nofile_reachable": None if reachable == infinite else reachable,
+            "nr_open": nr_open, "fds_needed": wanted_fds}
+    reasons = []
+    if pid_max - tasks - wanted_tasks < PID_MARGIN:
+        reasons.append(f"pid_max {pid_max} with {tasks} tasks running leaves less than "
+                       f"{PID_MARGIN} PIDs after {wanted_tasks} more")
+    if threads_max and threads_max - tasks - wanted_tasks < PID_MARGIN:
+        reasons.append(f"threads-max {threads_max} with {tasks} tasks running leaves less than "
+                       f"{PID_MARGIN} after {wanted_tasks} more")
+    room = _pids_cgroup_room()
+    if room is not None and room - wanted_tasks < PID_MARGIN:
+        reasons.append(f"the pids cgroup allows {room} more tasks, {wanted_tasks} + {PID_MARGIN} wanted")
+    if reachable != infinite and reachable < wanted_fds:
+        how = "no CAP_SYS_RESOURCE to raise it" if reachable == hard else f"raisable to {reachable}"
+        reasons.append(f"RLIMIT_NOFILE hard limit {hard} ({how}) is under the {wanted_fds} "
+                       f"descriptors needed: one held fd per process for the table and for the "
+                       f"floor, + {RESERVED_FDS} the table keeps spare + the scenario's own")
+    try:
+        harness.check_safe(count * SLEEPER_KIB * 1024)
+    except RuntimeError as error:
+        reasons.append(f"memory for {count} sleepers: {error}")
+    info["ok"] = not reasons
+    info["reason"] = "; ".join(reasons)
+    return info
+
+
+def descriptor_room(count: int) -> str:
+    """Inside the namespace, before any sleeper: raises RLIMIT_NOFILE as the
+    table does (so the floor helper inherits it too); a reason to skip, or ""."""
+    from oorkiller.proc._proctable import RESERVED_FDS, raise_fd_limit
+    soft = raise_fd_limit()
+    wanted = count + SCENARIO_TASKS + RESERVED_FDS + SCENARIO_FDS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        return f"RLIMIT_NOFILE is {soft} after raising it, {wanted} descriptors needed"
+    return ""
 
 
 class SignalClock:
@@ -261,6 +461,10 @@ def measure_at(count: int, rounds: int, quick: bool = False) -> dict:
     folder = tempfile.mkdtemp(prefix="oorkiller-bench-")
     eo_seconds = 1.5 if quick else 3.0
     result = {"count": count, "rounds": []}
+    short = descriptor_room(count)
+    if short:
+        return {"count": count, "skipped": short}
+    result["nofile_soft"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     ballast = None
     try:
         base = harness.spawn_sleepers(started, BASELINE_COUNT)
@@ -269,6 +473,9 @@ def measure_at(count: int, rounds: int, quick: bool = False) -> dict:
         harness.spawn_sleepers(started, count - BASELINE_COUNT)
         result["processes"] = harness.process_count()
         log(f"selection: {result['processes']} processes in the namespace")
+        result["table_memory"] = table_memory(1 if quick else TABLE_MEMORY_PAIRS)
+        log(f"selection: table memory {result['table_memory']['delta_vmrss_kib']['median']} KiB "
+            f"for {result['table_memory']['entries']} entries")
         ballast = hold_half_memory()
         config = nohang_config(folder)
         for round_no in range(rounds):
@@ -296,9 +503,19 @@ def run(quick: bool = False) -> dict:
     harness.helper_path()
     per_count = {}
     for count in counts:
-        raw = harness.in_pid_namespace("selection", "measure_at", timeout=900,
+        room = headroom(count)
+        if not room["ok"]:
+            log(f"selection: skipping {count} processes: {room['reason']}")
+            per_count[str(count)] = {"skipped": room["reason"], "headroom": room}
+            continue
+        raw = harness.in_pid_namespace("selection", "measure_at", timeout=1200,
                                        count=count, rounds=rounds, quick=quick)
+        if raw.get("skipped"):
+            log(f"selection: skipping {count} processes: {raw['skipped']}")
+            per_count[str(count)] = {"skipped": raw["skipped"], "headroom": room}
+            continue
         per_count[str(count)] = digest(raw)
+        per_count[str(count)]["headroom"] = room
     return {"counts": per_count}
 
 
@@ -330,6 +547,17 @@ def digest(raw: dict) -> dict:
     # a hog that never took MemAvailable under the level is not a miss
     out["hogs_crossed"] = sum(h.get("crossed", True) for one in raw["rounds"] for h in one["crossing"])
     med = {key: out[key]["median"] for key in rows}
+    # µs per process at this count: flat over the counts = linear cost
+    out["per_process_us"] = {
+        name: (med[f"{name}_ms"] * 1e3 / raw["processes"]) if med[f"{name}_ms"] is not None else None
+        for name in ("oorkiller", "floor", "earlyoom", "nohang")}
+    memory = raw.get("table_memory")
+    if memory:
+        delta, entries = memory["delta_vmrss_kib"]["median"], memory["entries"]
+        memory["kib_per_1000"] = (delta * 1000 / entries) if delta is not None and entries else None
+        kernel = memory.get("kernel_slab_kib")
+        memory["kernel_kib_per_1000"] = (kernel * 1000 / entries) if kernel is not None and entries else None
+        out["table_memory"] = memory
     out["ratios"] = {
         "oorkiller_over_floor": harness.ratio(med["oorkiller_ms"], med["floor_ms"]),
         "earlyoom_over_oorkiller": harness.ratio(med["earlyoom_ms"], med["oorkiller_ms"]),
