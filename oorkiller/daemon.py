@@ -294,6 +294,15 @@ class Clock:
         except (OSError, ValueError):
             pass
 
+    def disarm(self) -> None:
+        """No SIGALRM for this clock any more (it is stopping)."""
+        self.alarm, alarm = False, self.alarm
+        if alarm:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.0)
+            except (OSError, ValueError):
+                pass
+
     def release(self) -> None:
         """The clock missed its deadline (on the main thread, from SIGALRM):
         every shield it is not stepping now goes to its own thread, and stays
@@ -402,6 +411,7 @@ class Daemon:
         self.shields_stop.set()
         clock.stop()
         clock.join(STOP_GRACE)
+        clock.disarm()                 # its timer must not release the next clock's shields
         for runner in clock.runners:
             # Closed only when no thread can be inside its step: a shield stuck
             # in the kernel keeps its descriptors (the thread is a daemon one).
