@@ -212,14 +212,14 @@ class Clock:
 
     A step that hangs on the clock (a calm shield's first sample of the
     process table on a huge machine, a file system that stopped answering)
-    must not hold the others: at each tick the clock arms a timer (SIGALRM,
-    ITIMER_REAL) for the shortest interval of the shields it steps. If the
-    tick is not over by then, the main thread (`release`) hands every shield
-    the clock is not inside to its own thread, which steps it on time; they
-    come back once the clock ticks again. While the daemon pings the
-    systemd watchdog, the timer is also armed between ticks, a little past
-    the next one: a stuck clock then makes the main thread ping (or
-    withhold, and name the stalled shields) instead."""
+    must not hold the others: before each sleep the clock arms a timer
+    (SIGALRM, ITIMER_REAL) for the end of the sleep plus the shortest
+    interval of the shields it steps. If the next tick is not over by then,
+    the main thread (`release`) hands every shield the clock is not inside
+    to its own thread, which steps it on time; they come back once the
+    clock is through. While the daemon pings the systemd watchdog, the same
+    timer (at most CLOCK_LATE past the tick) makes the main thread ping, or
+    withhold and name the stalled shields, while the clock is stuck."""
 
     def __init__(self, shields, engine, writer, stopping: threading.Event,
                  status_every: float | None = None, pinger=None, late: threading.Event | None = None,
@@ -258,9 +258,9 @@ class Clock:
     def _loop(self) -> None:
         kernel.name_thread(self.thread.name)
         runners = self.runners
+        self._arm(self._budget())
         while not self.stopping.is_set():
             now = time.monotonic()
-            self._arm(min((r.shield.interval for r in runners if r.on_clock), default=0.0))
             for runner in runners:
                 if runner.on_clock and now >= runner.due - CLOCK_SLACK:
                     with runner.lock:
@@ -272,6 +272,7 @@ class Clock:
                             runner.bell.ring()
                     now = time.monotonic()
             wake = min((r.due for r in runners if r.on_clock), default=None)
+            budget = self._budget()
             pinger = self.pinger
             if pinger is not None and pinger.enabled:
                 if self.late is not None:
@@ -279,11 +280,16 @@ class Clock:
                 pinger.tick(self.shields, now)
                 ping_at = now + pinger.sleep_for(now)
                 wake = ping_at if wake is None else min(wake, ping_at)
-                self._arm(max(wake - now, 0.0) + CLOCK_LATE)
-            else:
-                self._arm(0.0)
+                budget = min(budget, CLOCK_LATE) if budget else CLOCK_LATE
+            # One timer per tick covers the sleep and the next tick's steps:
+            # it fires if that tick is not over `budget` after it was due.
+            self._arm(max(wake - now, 0.0) + budget if wake is not None and budget else 0.0)
             self.overdue = False             # not stuck: released shields may come back
             self.bell.wait(None if wake is None else wake - time.monotonic())
+
+    def _budget(self) -> float:
+        """How long a tick may take: the shortest interval on the clock (0: none there)."""
+        return min((r.shield.interval for r in self.runners if r.on_clock), default=0.0)
 
     def _arm(self, seconds: float) -> None:
         """The SIGALRM timer (0: none) that tells the main thread this clock is stuck."""
