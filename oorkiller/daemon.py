@@ -158,6 +158,7 @@ class ShieldRunner:
 
     def _own_loop(self) -> None:
         kernel.name_thread(self.thread.name)
+        _leave_alarm_to_main()
         stopping = self.clock.stopping
         while not stopping.is_set():
             if self.on_clock:
@@ -257,6 +258,7 @@ class Clock:
 
     def _loop(self) -> None:
         kernel.name_thread(self.thread.name)
+        _leave_alarm_to_main()
         runners = self.runners
         self._arm(self._budget())
         while not self.stopping.is_set():
@@ -572,6 +574,18 @@ class Daemon:
         for warning in config_warnings(config):
             sys.stderr.write(f"oorkiller: {warning}\n")
         sys.stderr.flush()
+
+
+def _leave_alarm_to_main() -> None:
+    """Block SIGALRM in the calling thread (and the threads it starts, the
+    engine's workers among them): the kernel then always delivers the
+    clock's timer to the main thread, whose wait it interrupts to run the
+    handler; one delivered to another thread would only be handled when the
+    main thread next woke."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    except (OSError, ValueError):
+        pass
 
 
 def _try(fn, *args) -> bool:
