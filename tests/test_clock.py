@@ -140,3 +140,62 @@ def test_a_failing_step_is_recorded_once_and_the_watch_goes_on():
     errors = [r for r in clock.writer.records if r[0] == "error"]
     assert len(errors) == 1 and "OSError: gone" in errors[0][2]["reason"]
     assert len(memory.steps) >= 5
+
+
+def test_a_disk_on_a_remote_or_fuse_file_system_stays_off_the_clock(tmp_path):
+    import dataclasses
+    from oorkiller.config import load_config_text
+    from oorkiller.judge.rules import RuleSet
+    from oorkiller.shields.base import Context
+    from oorkiller.shields.disk import DiskShield
+    config = load_config_text(f"disks:\n  - path: {tmp_path}\n    interval: 5s\n", "t.yaml")
+    shield = DiskShield(Context(config=config, rules=RuleSet(config)))
+    try:
+        (disk,) = shield.disks
+        assert disk.mount is not None and not shield.may_block      # a local file system
+        assert shield.calm(shield.step(0.0).sleep)                   # far from its levels
+        for fstype in ("nfs4", "cifs", "fuse.sshfs", "ceph"):
+            disk.mount = dataclasses.replace(disk.mount, fstype=fstype)
+            assert shield.may_block, fstype
+        disk.mount = dataclasses.replace(disk.mount, fstype="tmpfs")
+        assert not shield.may_block
+    finally:
+        shield.close()
+
+
+def test_the_network_shield_leaves_the_clock_while_open_vswitch_is_there(monkeypatch):
+    from oorkiller.config import load_config_text
+    from oorkiller.proc import ovs
+    from oorkiller.shields import network
+    from oorkiller.shields.base import Context
+    monkeypatch.setattr(ovs, "available", lambda environ=None: False)
+    config = load_config_text("network: {duplicate_mac: {interval: 10s}}\n", "t.yaml")
+    shield = network.NetworkShield(Context(config=config, rules=None))
+    try:
+        assert not shield.may_block
+        monkeypatch.setattr(ovs, "available", lambda environ=None: True)
+        monkeypatch.setattr(ovs, "list_interfaces", lambda environ=None: [])
+        shield.step(0.0)
+        assert shield.may_block                  # its steps now run ovs-vsctl
+    finally:
+        shield.close()
+
+
+def test_a_shield_that_decides_or_acts_is_stepped_on_its_own_thread():
+    class Acting(FakeShield):
+        def step(self, now):
+            done = super().step(now)
+            n = len(self.steps)
+            if n == 2:
+                done.decisions.append("a decision")
+            self.state = "acting" if 2 <= n <= 5 else "ok"   # its action under way
+            return done
+
+    cpu = Acting("cpu", interval=0.1)
+    clock = run([FakeShield("memory", interval=0.1), cpu], 1.2)
+    names = [name for _, name in cpu.steps]
+    assert names[:2] == ["oork-clock"] * 2
+    assert names[2:6] == ["oork-cpu"] * 4            # after the decision, while acting
+    assert names[-1] == "oork-clock"                 # calm again: back on the clock
+    assert clock.engine.submitted == ["a decision"]
+    assert not cpu.overlapped
