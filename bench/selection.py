@@ -22,7 +22,7 @@ other (A B A B):
   -1000, never a victim) holds MemAvailable just under half for the whole
   namespace. nohang then SIGTERMs sleepers, one per decision;
 - oorkiller's crossing-to-signal: a MemoryShield on its own thread (as
-  daemon.ShieldThread runs it), levels just under MemAvailable, a fast hog
+  daemon.Clock runs it), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
   moment the SIGKILL was sent (engine hook, after the send).
 
@@ -303,7 +303,7 @@ class SignalClock:
 def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
     """A real MemoryShield on its thread kills `hogs` fast hogs, one at a time."""
     from oorkiller.act.engine import Engine
-    from oorkiller.daemon import ShieldThread
+    from oorkiller.daemon import Clock
     from oorkiller.record.writer import RecordWriter
     from oorkiller.shields.base import Context
     from oorkiller.shields.memory import MemoryShield
@@ -329,7 +329,7 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
 
         monitor.read = timed_read
         stopping = threading.Event()
-        runner = ShieldThread(monitor, executor, writer, stopping)
+        runner = Clock(monitor, executor, writer, stopping)
         runner.start()
         hog = None
         try:
@@ -350,7 +350,7 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
         finally:
             stopping.set()
             runner.stop()
-            runner.thread.join(2)
+            runner.join(2)
             if hog is not None:
                 started.kill(hog)
             executor.stop()

@@ -3,7 +3,7 @@ cleanup deletes 100,000 files.
 
 Runs as PID 1 of a PID namespace (with its private mount namespace). The
 daemon has no hook that records each memory reading, so the memory shield
-runs in-process exactly as daemon.ShieldThread runs it (a MemoryShield on
+runs in-process exactly as daemon.Clock runs it (a MemoryShield on
 its own thread, a real Engine; the process at nice -10 like the daemon's
 default), with `read` wrapped to timestamp every reading of /proc/meminfo.
 
@@ -65,7 +65,7 @@ class TimedShield:
 
     def __init__(self, level: int, files_folder: str | None = None):
         from oorkiller.act.engine import Engine
-        from oorkiller.daemon import ShieldThread
+        from oorkiller.daemon import Clock
         from oorkiller.record.writer import RecordWriter
         from oorkiller.shields.base import Context
         from oorkiller.shields.disk import DiskShield
@@ -92,8 +92,9 @@ class TimedShield:
         self.monitor.read, self.monitor.step = timed_read, timed_step
         self.stopping = threading.Event()
         self.others = [DiskShield(context)] if files_folder else []
-        self.threads = [ShieldThread(m, self.executor, self.writer, self.stopping)
-                        for m in [self.monitor, *self.others]]
+        # One clock for both, as the daemon runs them: the disk's steps
+        # (a cleanup of many files) must not delay the memory readings.
+        self.threads = [Clock([self.monitor, *self.others], self.executor, self.writer, self.stopping)]
         self.thread = self.threads[0]
 
     def __enter__(self):
@@ -105,7 +106,7 @@ class TimedShield:
         self.stopping.set()
         for thread in self.threads:
             thread.stop()
-            thread.thread.join(2)
+            thread.join(2)
         self.executor.stop()
         for monitor in [self.monitor, *self.others]:
             monitor.close()

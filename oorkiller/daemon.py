@@ -1,18 +1,27 @@
-"""The daemon: one thread per shield, the action engine, signals, reload.
+"""The daemon: one clock for the calm machine, a thread per busy shield,
+the action engine, signals, reload.
 
-Each shield's thread steps it and hands the decisions it returns to the
-engine; the engine carries them out on its own workers, so no shield's
-watching waits for an action.
+On a calm machine one thread, `oork-clock`, steps every shield when it is
+due (memory and CPU every second, disks every 5 s, network every 10 s by
+default) and sends the systemd watchdog ping on the same tick: the daemon
+wakes once a second. A shield near its level or acting is handed to a thread
+of its own (`oork-memory`, `oork-cpu`, ...), parked until then, which steps
+it at the cadence it asks for (milliseconds for memory about to run out), so
+a slow step elsewhere never delays it; it comes back to the clock when it is
+calm again (Clock, ShieldRunner). The shields hand their decisions to the
+engine, which carries them out on its own workers, so no shield's watching
+waits for an action.
 
 Start-up order matters: everything is imported and built first, then the
-process hardens itself (gc.freeze, small thread stacks, mlockall, oom_score_adj
-−1000, nice) and only then starts its threads, so the locked memory is small
-and nothing is paged in on the way to a kill.
+process hardens itself (gc.freeze, small thread stacks, the kill path run
+once, mlockall, oom_score_adj −1000, nice) and only then starts its threads,
+so the locked memory is small and nothing is paged in on the way to a kill.
 """
 from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import sys
 import threading
@@ -33,12 +42,10 @@ from oorkiller.shields.base import Context
 THREAD_STACK = 256 << 10     # with mlockall(MCL_FUTURE) every stack is locked whole
 ERROR_REPEAT = 60.0          # the same shield error is recorded at most this often
 STOP_GRACE = 0.8             # SIGTERM must stop the daemon within 1 s
-# Shields whose step is one pread of a held file, taking a process table only
-# above their levels: they share one thread, one wake-up a second for all.
-# Memory (its adaptive cadence), disk (statvfs may wait on a file system) and
-# network (it asks Open vSwitch) keep a thread each.
-SHARED_CLOCK = ("cpu", "tasks", "files", "conntrack")
-SHARED_SLACK = 0.05          # a shared shield due this soon is stepped with the others
+CLOCK_SLACK = 0.05           # a calm shield due this soon is stepped in the same tick
+SLOW_STEP = 0.1              # seconds: a step this long leaves the clock, even a calm one
+CLOCK_LATE = 2.0             # seconds past its planned tick before the main thread takes
+                             # over the watchdog pings from a stuck clock
 
 
 def rehearse_kill_path() -> None:
@@ -58,84 +65,288 @@ def rehearse_kill_path() -> None:
         os.close(pidfd)
 
 
-class ShieldThread:
-    """Steps its shields, each when it is due, and hands their decisions to
-    the engine. Most shields have a thread of their own; the cheap ones that
-    read one held file per step share one (SHARED_CLOCK), so a calm machine
-    wakes the daemon once for all of them."""
+class Doorbell:
+    """How a scheduling thread sleeps: poll(2) on an eventfd, with a timeout.
+
+    One system call per sleep and nothing allocated, where threading.Event
+    makes a lock and a Condition round per wait. `ring()` cuts the sleep
+    short (a hand-over, stop, reload); a sleep with no timeout costs no
+    wake-up at all: that is how a shield's own thread waits while the clock
+    steps it."""
+
+    def __init__(self):
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+
+    def ring(self) -> None:
+        fd = self.fd
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep until rung or `timeout` seconds (None: until rung); True if rung."""
+        if self.fd < 0:
+            return True
+        rung = bool(self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1e3))
+        if rung:
+            try:
+                os.eventfd_read(self.fd)
+            except OSError:             # BlockingIOError: another reader drained it
+                pass
+        return rung
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class ShieldRunner:
+    """One shield, stepped by the clock while it is calm, by a thread of its
+    own (`oork-NAME`) while it is not.
+
+    Calm: its last step asked for a sleep of its whole interval, made no
+    decision, took less than SLOW_STEP, and the shield says it is calm (no
+    action of its own under way, no process table sampled: `Shield.calm`);
+    and its steps cannot wait on the outside world (`Shield.may_block`).
+    The thread exists from the start, parked on its doorbell without a
+    timeout, so it costs nothing while the clock steps the shield. Only the
+    thread that owns the shield at a moment steps it: the clock hands it
+    over right after the step that found it busy, the own thread hands it
+    back right after the step that found it calm again, and neither touches
+    it in between; each steps under the runner's lock, which the main
+    thread also takes when it releases a stuck clock's shields."""
+
+    def __init__(self, shield, clock: "Clock"):
+        self.shield = shield
+        self.clock = clock
+        self.due = 0.0                  # monotonic time of the next step
+        self.calm = not shield.may_block
+        self.on_clock = self.calm       # who steps it now: the clock, or its own thread
+        self.statuses: list[dict] = []
+        self.status_at = float("-inf")
+        self.last_error = ("", 0.0)
+        self.bell = Doorbell()
+        self.lock = threading.Lock()    # held while stepping: one thread at a time
+        self.thread = threading.Thread(target=self._own_loop, name=f"oork-{shield.name}"[:15],
+                                       daemon=True)
+
+    def step(self, now: float) -> None:
+        """One step of the shield, on the thread that owns it now; its
+        decisions go to the engine, `due` and `calm` are updated."""
+        shield = self.shield
+        decided = False
+        try:
+            step = shield.step(now)
+            for decision in step.decisions:
+                self.clock.engine.submit(decision)
+            decided = bool(step.decisions)
+            sleep = step.sleep
+        except Exception as err:   # a reading error must not end the watch
+            self._record_error(err, now)
+            sleep = shield.interval
+        done = time.monotonic()
+        shield.last_step = done
+        self.due = now + sleep
+        self.calm = (not decided and done - now < SLOW_STEP and shield.calm(sleep)
+                     and not shield.may_block)
+        self._snapshot(done)
+
+    def _own_loop(self) -> None:
+        kernel.name_thread(self.thread.name)
+        _leave_alarm_to_main()
+        stopping = self.clock.stopping
+        while not stopping.is_set():
+            if self.on_clock:
+                self.bell.wait(None)            # parked: the clock steps the shield
+                continue
+            now = time.monotonic()
+            if now >= self.due:
+                with self.lock:
+                    self.step(now)
+                    # back to the clock once calm, unless the clock is stuck
+                    self.on_clock = self.calm and not self.clock.overdue
+                if self.on_clock:
+                    self.clock.bell.ring()      # it plans its tick anew
+                    continue
+            self.bell.wait(self.due - time.monotonic())
+
+    def _snapshot(self, now: float) -> None:
+        """The shield's status rows for the metrics, taken by the thread that
+        steps it (a shield's readers are never used from another)."""
+        every = self.clock.status_every
+        if every is None or now - self.status_at < every:
+            return
+        self.status_at = now
+        try:
+            self.statuses = self.shield.status()
+        except Exception:
+            self.statuses = []
+
+    def _record_error(self, err: Exception, now: float) -> None:
+        text = f"{type(err).__name__}: {err}"
+        last_text, last_at = self.last_error
+        if text == last_text and now - last_at < ERROR_REPEAT:
+            return
+        self.last_error = (text, now)
+        self.clock.writer.emit("error", "err", resource=self.shield.name, reason=text)
+
+
+class Clock:
+    """The one scheduling thread of a calm machine (`oork-clock`).
+
+    Each tick steps every calm shield that is due (or due within
+    CLOCK_SLACK, so shields of one interval share a wake-up), the memory
+    shield first, then sends the systemd watchdog ping when one is due, and
+    sleeps until the next shield or ping is due. A shield whose step asks
+    for a shorter sleep than its interval (near its level), decides
+    something, has an action under way or takes longer than SLOW_STEP is
+    handed to its own thread at once and stepped there at its own cadence
+    (the memory shield's milliseconds near a level), so nothing on the clock
+    waits for it; it comes back when it is calm. Shields whose step may wait
+    on the outside world (a disk on a network or FUSE file system, Open
+    vSwitch) never ride on the clock.
+
+    A step that hangs on the clock (a calm shield's first sample of the
+    process table on a huge machine, a file system that stopped answering)
+    must not hold the others: before each sleep the clock arms a timer
+    (SIGALRM, ITIMER_REAL) for the end of the sleep plus the shortest
+    interval of the shields it steps. If the next tick is not over by then,
+    the main thread (`release`) hands every shield the clock is not inside
+    to its own thread, which steps it on time; they come back once the
+    clock is through. While the daemon pings the systemd watchdog, the same
+    timer (at most CLOCK_LATE past the tick) makes the main thread ping, or
+    withhold and name the stalled shields, while the clock is stuck."""
 
     def __init__(self, shields, engine, writer, stopping: threading.Event,
-                 status_every: float | None = None):
-        self.shields = list(shields) if isinstance(shields, (list, tuple)) else [shields]
+                 status_every: float | None = None, pinger=None, late: threading.Event | None = None,
+                 alarm: bool = False):
         self.engine = engine
         self.writer = writer
         self.stopping = stopping
         self.status_every = status_every   # seconds between status snapshots (metrics), None: none
-        self.statuses: dict[str, list[dict]] = {}
-        self.status_at = float("-inf")
-        self.wake = threading.Event()   # set to cut a sleep short (stop, reload)
-        self.last_error: dict[str, tuple] = {}
-        name = self.shields[0].name if len(self.shields) == 1 else "clock"
-        self.thread = threading.Thread(target=self._loop, name=f"oork-{name}", daemon=True)
+        self.pinger = pinger               # set once the daemon has said READY
+        self.late = late                   # set by the daemon's SIGALRM: this clock missed its tick
+        self.overdue = False               # released: its shields stay on their own threads
+        self.alarm = alarm                 # SIGALRM is handled (calls release): arm the timer
+        self.bell = Doorbell()
+        shields = list(shields) if isinstance(shields, (list, tuple)) else [shields]
+        shields.sort(key=lambda s: s.name != "memory")   # memory first in every tick
+        self.runners = [ShieldRunner(shield, self) for shield in shields]
+        self.thread = threading.Thread(target=self._loop, name="oork-clock", daemon=True)
+
+    @property
+    def shields(self) -> list:
+        return [r.shield for r in self.runners]
 
     @property
     def shield(self):
-        return self.shields[0]
+        return self.runners[0].shield
 
     @property
     def last_status(self) -> list[dict]:
-        return [row for rows in self.statuses.values() for row in rows]
+        return [row for r in self.runners for row in r.statuses]
 
     def start(self) -> None:
+        for runner in self.runners:
+            runner.thread.start()
         self.thread.start()
 
     def _loop(self) -> None:
         kernel.name_thread(self.thread.name)
-        due = {id(shield): 0.0 for shield in self.shields}
+        _leave_alarm_to_main()
+        runners = self.runners
+        self._arm(self._budget())
         while not self.stopping.is_set():
-            for shield in self.shields:
-                now = time.monotonic()
-                if now >= due[id(shield)] - SHARED_SLACK:    # due now, or about to be: one wake-up
-                    due[id(shield)] = now + self._step(shield, now)
-            self._snapshot(time.monotonic())
-            self.wake.wait(max(min(due.values()) - time.monotonic(), 0.0))
-            self.wake.clear()
+            now = time.monotonic()
+            for runner in runners:
+                if runner.on_clock and now >= runner.due - CLOCK_SLACK:
+                    with runner.lock:
+                        if not runner.on_clock:      # released meanwhile: its own thread has it
+                            continue
+                        runner.step(now)
+                        if not runner.calm:          # near a level, acting or slow: its own thread
+                            runner.on_clock = False
+                            runner.bell.ring()
+                    now = time.monotonic()
+            wake = min((r.due for r in runners if r.on_clock), default=None)
+            budget = self._budget()
+            pinger = self.pinger
+            if pinger is not None and pinger.enabled:
+                if self.late is not None:
+                    self.late.clear()        # the pings are the clock's again
+                pinger.tick(self.shields, now)
+                ping_at = now + pinger.sleep_for(now)
+                wake = ping_at if wake is None else min(wake, ping_at)
+                budget = min(budget, CLOCK_LATE) if budget else CLOCK_LATE
+            # One timer per tick covers the sleep and the next tick's steps:
+            # it fires if that tick is not over `budget` after it was due.
+            self._arm(max(wake - now, 0.0) + budget if wake is not None and budget else 0.0)
+            self.overdue = False             # not stuck: released shields may come back
+            self.bell.wait(None if wake is None else wake - time.monotonic())
 
-    def _step(self, shield, now: float) -> float:
-        """One step of `shield`; returns the seconds until its next one."""
+    def _budget(self) -> float:
+        """How long a tick may take: the shortest interval on the clock (0: none there)."""
+        return min((r.shield.interval for r in self.runners if r.on_clock), default=0.0)
+
+    def _arm(self, seconds: float) -> None:
+        """The SIGALRM timer (0: none) that tells the main thread this clock is stuck."""
+        if not self.alarm:
+            return
         try:
-            step = shield.step(now)
-            for decision in step.decisions:
-                self.engine.submit(decision)
-            sleep = step.sleep
-        except Exception as err:   # a reading error must not end the watch
-            self._record_error(shield, err, now)
-            sleep = shield.interval
-        shield.last_step = time.monotonic()
-        return sleep
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        except (OSError, ValueError):
+            pass
 
-    def _snapshot(self, now: float) -> None:
-        """The shields' status rows for the metrics, taken on their own
-        thread (a shield's readers are never used from another)."""
-        if self.status_every is None or now - self.status_at < self.status_every:
-            return
-        self.status_at = now
-        for shield in self.shields:
+    def disarm(self) -> None:
+        """No SIGALRM for this clock any more (it is stopping)."""
+        self.alarm, alarm = False, self.alarm
+        if alarm:
             try:
-                self.statuses[shield.name] = shield.status()
-            except Exception:
-                self.statuses[shield.name] = []
+                signal.setitimer(signal.ITIMER_REAL, 0.0)
+            except (OSError, ValueError):
+                pass
 
-    def _record_error(self, shield, err: Exception, now: float) -> None:
-        text = f"{type(err).__name__}: {err}"
-        last_text, last_at = self.last_error.get(shield.name, ("", 0.0))
-        if text == last_text and now - last_at < ERROR_REPEAT:
-            return
-        self.last_error[shield.name] = (text, now)
-        self.writer.emit("error", "err", resource=shield.name, reason=text)
+    def release(self) -> None:
+        """The clock missed its deadline (on the main thread, from SIGALRM):
+        every shield it is not stepping now goes to its own thread, and stays
+        there until the clock ticks again."""
+        self.overdue = True
+        for runner in self.runners:
+            if runner.on_clock and runner.lock.acquire(blocking=False):
+                try:
+                    released = runner.on_clock
+                    runner.on_clock = False
+                finally:
+                    runner.lock.release()
+                if released:
+                    runner.bell.ring()
 
     def stop(self) -> None:
-        self.wake.set()
+        self.bell.ring()
+        for runner in self.runners:
+            runner.bell.ring()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the clock and every shield thread; True if all ended."""
+        deadline = time.monotonic() + timeout
+        for thread in [self.thread] + [r.thread for r in self.runners]:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in [self.thread] + [r.thread for r in self.runners])
+
+    def close(self) -> None:
+        """After join: the bells, once no thread is left to ring one (a
+        stuck clock keeps them all: a closed number could be reused)."""
+        if self.thread.is_alive():
+            return
+        self.bell.close()
+        for runner in self.runners:
+            if not runner.thread.is_alive():
+                runner.bell.close()
 
 
 class Daemon:
@@ -154,7 +365,8 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()        # set by signal handlers
-        self.threads: list[ShieldThread] = []
+        self.clock: Clock | None = None
+        self.clock_late = threading.Event()  # set by SIGALRM: the clock missed a tick
         self.shields_stop = threading.Event()
 
     @property
@@ -185,30 +397,35 @@ class Daemon:
         self.shields_stop = threading.Event()
         metrics = self.config.metrics
         every = metrics.interval if metrics.textfile else None
-        built = self.build_shields()
-        shared = [s for s in built if s.name in SHARED_CLOCK]
-        alone = [[s] for s in built if s.name not in SHARED_CLOCK]
-        self.threads = [ShieldThread(group, self.engine, self.writer, self.shields_stop, every)
-                        for group in alone + ([shared] if shared else [])]
-        for t in self.threads:
-            t.start()
+        self.clock = Clock(self.build_shields(), self.engine, self.writer, self.shields_stop, every,
+                           late=self.clock_late, alarm=True)
+        self.clock.start()
+
+    def ready(self) -> None:
+        """READY=1, then the watchdog pings on the clock (never before READY)."""
+        self.notifier.ready(self.one_line_status())
+        if self.clock is not None:
+            self.clock.pinger = self.pinger
+            self.clock.bell.ring()
 
     @property
     def shields(self) -> list:
-        return [s for t in self.threads for s in t.shields]
+        return self.clock.shields if self.clock is not None else []
 
     def stop_shields(self) -> None:
+        clock, self.clock = self.clock, None
+        if clock is None:
+            return
         self.shields_stop.set()
-        for t in self.threads:
-            t.stop()
-        deadline = time.monotonic() + STOP_GRACE
-        for t in self.threads:
-            t.thread.join(max(0.0, deadline - time.monotonic()))
-        for t in self.threads:
-            if not t.thread.is_alive():
-                for shield in t.shields:
-                    shield.close()
-        self.threads = []
+        clock.stop()
+        clock.join(STOP_GRACE)
+        clock.disarm()                 # its timer must not release the next clock's shields
+        for runner in clock.runners:
+            # Closed only when no thread can be inside its step: a shield stuck
+            # in the kernel keeps its descriptors (the thread is a daemon one).
+            if not runner.thread.is_alive() and not (runner.on_clock and clock.thread.is_alive()):
+                runner.shield.close()
+        clock.close()
 
     # ------------------------------------------------------------- hygiene
     def harden(self) -> dict:
@@ -242,19 +459,25 @@ class Daemon:
             self.writer.emit("error", "err", reason=f"{hidden}; give the daemon CAP_SYS_PTRACE "
                              "(the shipped unit does) or run it without hidepid")
         self.warn_about(self.config)
-        self.notifier.ready(self.one_line_status())
+        self.ready()
         self._start_metrics()
-        # The main thread sleeps until a signal wakes it, or until the next
-        # watchdog ping is due: an idle daemon costs no wake-ups here.
+        # The main thread sleeps until a signal wakes it: the clock sends the
+        # watchdog pings. Only when the clock misses a tick (SIGALRM, armed by
+        # the clock itself) does this thread ping, or withhold the pings and
+        # say which shield stalled, until the clock ticks again.
         while not self.stopping.is_set():
-            self.pinger.tick(self.shields, time.monotonic())
-            self.wake.wait(self.pinger.sleep_for(time.monotonic()))
+            timeout = None
+            if self.clock_late.is_set() and self.pinger.enabled:
+                now = time.monotonic()
+                self.pinger.tick(self.shields, now)
+                timeout = self.pinger.sleep_for(now)
+            self.wake.wait(timeout)
             self.wake.clear()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.notifier.reloading()
                 self.reload()
-                self.notifier.ready(self.one_line_status())
+                self.ready()
         self.notifier.stopping()
         self.stop_shields()
         self.engine.stop()
@@ -280,7 +503,8 @@ class Daemon:
             path = self.config.metrics.textfile
             if not path:
                 continue
-            rows = [row for t in self.threads for row in t.last_status]
+            clock = self.clock
+            rows = clock.last_status if clock is not None else []
             samples = (metrics.status_samples(rows) + self.engine.counters.samples()
                        + getattr(self.writer, "counters", metrics.Counters()).samples()
                        + metrics.process_samples(self.proc_root))
@@ -308,9 +532,19 @@ class Daemon:
             self.reload_requested.set()
             self.wake.set()
 
+        def on_alarm(_signum, _frame):
+            # The clock missed its deadline: its other shields go to their
+            # own threads, and the watchdog pings come from here meanwhile.
+            clock = self.clock
+            if clock is not None:
+                clock.release()
+            self.clock_late.set()
+            self.wake.set()
+
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGALRM, on_alarm)
 
     def reload(self) -> None:
         """SIGHUP: a valid file replaces the configuration whole; a bad one is refused."""
@@ -340,6 +574,18 @@ class Daemon:
         for warning in config_warnings(config):
             sys.stderr.write(f"oorkiller: {warning}\n")
         sys.stderr.flush()
+
+
+def _leave_alarm_to_main() -> None:
+    """Block SIGALRM in the calling thread (and the threads it starts, the
+    engine's workers among them): the kernel then always delivers the
+    clock's timer to the main thread, whose wait it interrupts to run the
+    handler; one delivered to another thread would only be handled when the
+    main thread next woke."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    except (OSError, ValueError):
+        pass
 
 
 def _try(fn, *args) -> bool:

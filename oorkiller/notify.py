@@ -7,9 +7,11 @@ systemd the variable is unset and every call here does nothing.
 The watchdog is the point of this module. `WATCHDOG=1` must mean "every
 shield is still watching", not "the main loop is alive": a timer thread
 would keep pinging while the memory monitor is stuck, and systemd would never
-restart a daemon that no longer protects anything. So the daemon's main loop
-calls `WatchdogPinger.tick(monitors, now)` each turn, and the ping is sent
-only while every monitor has completed a step recently (`healthy`).
+restart a daemon that no longer protects anything. So the daemon
+calls `WatchdogPinger.tick(monitors, now)` at each tick of its scheduling
+clock (and the main thread does, when that clock misses its tick), and the
+ping is sent only while every monitor has completed a step recently
+(`healthy`).
 """
 from __future__ import annotations
 
@@ -144,7 +146,7 @@ def healthy(monitors, now: float) -> bool:
 class WatchdogPinger:
     """Sends WATCHDOG=1 at most every `interval` seconds, and only while healthy.
 
-    Call `tick(monitors, time.monotonic())` from the main loop, at least every
+    Call `tick(monitors, time.monotonic())` from the daemon's clock, at least every
     `interval` seconds. When a monitor goes stale the pings stop, systemd's
     WatchdogSec runs out, and systemd restarts the daemon; the STATUS line
     names the stuck monitor for `systemctl status`.
@@ -156,6 +158,7 @@ class WatchdogPinger:
         self.last_ping = float("-inf")
         self.stuck: list[str] = []
         self.waiting = True              # the last tick withheld its ping
+        self._lock = threading.Lock()    # the clock ticks; the main thread when the clock is late
 
     @classmethod
     def from_env(cls, notifier: Notifier, environ=os.environ) -> "WatchdogPinger":
@@ -169,6 +172,10 @@ class WatchdogPinger:
         """True when a ping was sent now."""
         if self.interval is None:
             return False
+        with self._lock:
+            return self._tick(monitors, now)
+
+    def _tick(self, monitors, now: float) -> bool:
         stuck = stale(monitors, now)
         if stuck != self.stuck:
             self.stuck = stuck
@@ -182,7 +189,7 @@ class WatchdogPinger:
 
 
     def sleep_for(self, now: float) -> float | None:
-        """How long the main loop may sleep before its next `tick` (None: no watchdog).
+        """How long the caller may sleep before its next `tick` (None: no watchdog).
 
         Until the next ping is due; while pings are withheld (a monitor still
         starting or stalled), at most RECHECK seconds, so the first ping

@@ -179,8 +179,10 @@ def test_without_a_watchdog_the_pinger_sends_nothing(systemd, tmp_path):
 
 def run_daemon_under_fake_systemd(tmp_path, seconds, hang_after=None):
     """`oorkiller run --dry-run` in a PID namespace, notifying our fake socket.
-    With `hang_after`, the memory shield's thread is stopped (ptrace) that
-    many seconds after the start, as a shield stuck in the kernel would be.
+    With `hang_after`, the threads that step the memory shield are stopped
+    (ptrace) that many seconds after the start, as a shield stuck in the
+    kernel would be: the clock, which steps it while memory is plentiful,
+    and its own thread, which steps it near a level.
 
     Returns the fake systemd (its messages) and the daemon's exit code.
     """
@@ -200,13 +202,18 @@ def run_daemon_under_fake_systemd(tmp_path, seconds, hang_after=None):
     try:
         if hang_after is not None:
             fake.receive(hang_after)
-            stopped = stop_thread(_only_child(unshare.pid), "oork-memory")
+            stopped = stop_thread(_only_child(unshare.pid), "oork-clock", "oork-memory")
             seconds -= hang_after
         fake.receive(seconds)
         daemon_pid = _only_child(unshare.pid)
-        if stopped is not None:
-            resume_thread(stopped)
         os.kill(daemon_pid, signal.SIGTERM)   # the daemon, a process this test started
+        if stopped:
+            # The stuck threads come back only once the daemon is stopping
+            # (its main thread is not frozen): a clock that resumed before
+            # the SIGTERM would rightly ping again with fresh readings.
+            fake.receive(0.3)
+            for tid in stopped:
+                resume_thread(tid)
         unshare.wait(10)
         fake.receive(0.3)
     finally:
@@ -221,19 +228,22 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
 
 
-def stop_thread(pid, name):
-    """Stop one thread of `pid` (by its kernel name), leaving the others
-    running: ptrace can stop a single thread, a signal cannot."""
+def stop_thread(pid, *names):
+    """Stop the threads of `pid` named `names` (kernel names), leaving the
+    others running (the main thread among them): ptrace can stop a single
+    thread, a signal cannot. Returns their ids."""
+    stopped = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/comm") as f:
-            if f.read().strip() != name:
+            if f.read().strip() not in names:
                 continue
         tid = int(tid)
         for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
             if _libc.ptrace(request, tid, None, None) != 0:
                 raise OSError(ctypes.get_errno(), f"ptrace {request:#x} of thread {tid}")
-        return tid
-    raise AssertionError(f"no thread named {name} in {pid}")
+        stopped.append(tid)
+    assert len(stopped) == len(names), f"not every one of {names} found in {pid}"
+    return stopped
 
 
 def resume_thread(tid):

@@ -4,7 +4,7 @@ mount and network namespaces, with this test's venv bind-mounted read-only.
 
 install-service writes the unit; start reaches active (running) through
 READY=1; reload and stop work and are recorded in the journal; and when the
-memory shield's thread is frozen (ptrace, no test hook in the daemon) the
+threads that step the memory shield are frozen (ptrace, no test hook in the daemon) the
 watchdog pings stop and systemd restarts the daemon; uninstall-service stops and
 removes it and keeps the configuration. Everything signalled
 lives inside the container.
@@ -24,9 +24,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("OORKILLER_SYSTEMD_ROOT", "/var/tmp/oorkiller-systemd-root")
 PROGRAM = os.path.join(sys.prefix, "bin", "oorkiller")
-# Run inside the container by its own python3: freeze only the memory shield's
-# thread of PID argv[1], found by its kernel name (oork-memory); the other
-# shields and the main thread, which pings, keep running.
+# Run inside the container by its own python3: freeze only the threads of PID
+# argv[1] that step the memory shield, found by their kernel names: oork-clock
+# (while memory is plentiful, with the other calm shields and the watchdog
+# pings) and oork-memory (near a level); the main thread, which takes over the
+# pings when the clock stalls, and the other threads keep running.
 FREEZE = r"""
 import ctypes, glob, os, signal, sys
 signal.alarm(90)                       # never hold them longer: exiting detaches the threads
@@ -35,9 +37,9 @@ libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_
 PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 0x4206, 0x4207, 0x40000000
 pid = int(sys.argv[1])
 names = {int(p.split("/")[-2]): open(p).read().strip() for p in glob.glob(f"/proc/{pid}/task/*/comm")}
-tids = [t for t, n in names.items() if n == "oork-memory"]
-if not tids:
-    sys.exit(f"no thread named oork-memory in {sorted(names.values())}")
+tids = [t for t, n in names.items() if n in ("oork-clock", "oork-memory")]
+if len(tids) != 2:
+    sys.exit(f"no threads oork-clock and oork-memory in {sorted(names.values())}")
 for tid in tids:
     for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
         if libc.ptrace(request, tid, None, None) != 0:

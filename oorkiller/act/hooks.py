@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,12 @@ BEFORE_EVENTS = frozenset({"term", "kill"})
 HOOK_PATH = b"/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_RUNNING = 32             # more than this at once is a storm: later ones are refused
 STDERR_TAIL = 200            # bytes of a failing hook's stderr quoted in its error record
+
+
+def _import_subprocess():
+    """The subprocess module, imported on first need (see Hooks.configure)."""
+    import subprocess
+    return subprocess
 
 
 def hook_environment(event: str, fields: dict) -> dict[bytes, bytes]:
@@ -104,8 +109,13 @@ class Hooks:
         self.configure(hooks)
 
     def configure(self, hooks) -> None:
-        """Adopt a reloaded `hooks:` list; hooks already running are left to finish."""
+        """Adopt a reloaded `hooks:` list; hooks already running are left to finish.
+        subprocess is imported here, once hooks exist, not at start: a daemon
+        without hooks never holds it in memory, one with hooks has it loaded
+        (and locked) before the first action."""
         self.hooks = tuple(hooks)
+        if self.hooks:
+            _import_subprocess()
         if self.hooks and self._reaper is None:
             self._reaper = threading.Thread(target=self._reap_loop, name="hooks", daemon=True)
             self._reaper.start()
@@ -167,6 +177,7 @@ class Hooks:
         if crowded:
             self._error(resource, argv0, f"on {event}: not started, {MAX_RUNNING} hooks already running")
             return None
+        subprocess = _import_subprocess()
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             proc = subprocess.Popen(

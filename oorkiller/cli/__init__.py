@@ -3,7 +3,6 @@ print-default-config, install-service, uninstall-service. Exit codes: 0 fine, 2 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -103,6 +102,7 @@ def cmd_candidates(args) -> int:
         return EXIT_FATAL
     result = {"resource": name, **shield.candidates(args.top)}
     if args.json:
+        import json
         print(json.dumps(_jsonable(result), indent=None))
     else:
         from oorkiller.cli.display import print_candidates
@@ -124,6 +124,7 @@ def cmd_status(args) -> int:
         except Exception as err:   # one broken reading must not hide the others
             rows.append({"resource": name, "state": "error", "reason": f"{type(err).__name__}: {err}"})
     if args.json:
+        import json
         print(json.dumps(_jsonable({"time": time.time(), "resources": rows})))
     else:
         from oorkiller.cli.display import print_status

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.resources
 import os
 import stat
-from pathlib import Path
 
 import yaml
 
@@ -222,12 +220,16 @@ def config_warnings(config: Config) -> list[str]:
 
 def default_config_text() -> str:
     """The embedded default configuration, with its comments."""
-    packaged = importlib.resources.files("oorkiller").joinpath("default.yaml")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    # An in-place development build has no package data: use the source tree's file.
-    source_tree = Path(__file__).resolve().parents[2]
-    return (source_tree / "config" / "oorkiller.yaml").read_text(encoding="utf-8")
+    # A plain path next to the package, not importlib.resources: that module
+    # (and what it pulls in: zip, bz2, lzma readers) would stay in the
+    # daemon's memory for one read at start.
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    packaged = os.path.join(package, "default.yaml")
+    if not os.path.isfile(packaged):
+        # An in-place development build has no package data: use the source tree's file.
+        packaged = os.path.join(os.path.dirname(os.path.realpath(package)), "config", "oorkiller.yaml")
+    with open(packaged, encoding="utf-8") as f:
+        return f.read()
 
 
 @functools.cache

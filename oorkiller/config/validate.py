@@ -23,7 +23,11 @@ import posixpath
 import pwd
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+
+# `Any` appears in annotations only, never evaluated (postponed annotations):
+# the daemon does not import typing (400 kB of memory) for them.
+# The aliases below are built at run time: `object` stands for Any there.
 
 import yaml
 
@@ -83,11 +87,11 @@ def _is_null(node: yaml.Node) -> bool:
 
 # A converter checks one value: (reader, node, dotted path, default) -> value
 # or _BAD. The default only matters to sections, which fill it in key by key.
-Converter = Callable[[_Reader, yaml.Node, str, Any], Any]
+Converter = Callable[[_Reader, yaml.Node, str, object], object]
 
 # The second step of a converter: (reader, node, dotted path, the value the
 # first step returned) -> value or _BAD. See `_after`.
-Refine = Callable[[_Reader, yaml.Node, str, Any], Any]
+Refine = Callable[[_Reader, yaml.Node, str, object], object]
 
 
 def _after(base: Converter) -> Callable[[Refine], Converter]:
@@ -256,7 +260,7 @@ def _device(r: _Reader, node: yaml.Node, path: str, value: str) -> Any:
 
 # A rule over the valid items of a list (two disks on one file system):
 # (reader, the items that converted, dotted path of the list) -> None.
-ListCheck = Callable[[_Reader, list[Any], str], None]
+ListCheck = Callable[[_Reader, list[object], str], None]
 
 
 def _list_of(item: Converter, check: ListCheck | None = None) -> Converter:
@@ -344,7 +348,7 @@ def _nested(default: Any, *, name: str | None = None, required: bool = False) ->
 
 # A cross-field rule, a class's `_check` attribute:
 # (the filled object, reader, lines of the valid keys, mapping node, dotted path) -> None.
-Check = Callable[[Any, _Reader, dict[str, int], yaml.Node, str], None]
+Check = Callable[[object, _Reader, dict[str, int], yaml.Node, str], None]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 
 @dataclass(eq=False)                 # compared and hashed by identity

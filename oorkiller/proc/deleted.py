@@ -19,12 +19,12 @@ Truncating one (act/truncate.py) is an action, not a reading.
 """
 from __future__ import annotations
 
+import collections
 import fnmatch
 import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from oorkiller.proc._readers import parse_pid_stat
 from oorkiller.proc.mounts import read_mounts
@@ -37,12 +37,11 @@ SCAN_DESCRIPTORS = 100_000
 CHECK_EVERY = 256        # descriptors between two looks at the clock
 
 
-class Holder(NamedTuple):
-    pid: int
-    fd: int
-    starttime: int          # of the process, as /proc/PID/stat showed it at the scan
-    path: str               # the name this descriptor had, " (deleted)" stripped
-    mount_id: int | None = None   # its fdinfo mnt_id at the scan
+# pid, fd; starttime of the process, as /proc/PID/stat showed it at the scan;
+# path: the name this descriptor had, " (deleted)" stripped; mount_id: its
+# fdinfo mnt_id at the scan (None: unknown). A plain namedtuple: typing's
+# NamedTuple would keep the typing module in the daemon's memory.
+Holder = collections.namedtuple("Holder", "pid fd starttime path mount_id", defaults=(None,))
 
 
 @dataclass

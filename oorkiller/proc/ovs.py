@@ -2,7 +2,8 @@
 
 Read with `ovs-vsctl --format=json ... list Interface`, run with a timeout and
 only when ovs-vsctl is installed and the database socket exists, so a host
-without Open vSwitch costs nothing. The socket is, in order:
+without Open vSwitch costs nothing (two stat calls per look; json, shutil and
+subprocess are imported only where a database exists). The socket is, in order:
 
 - `OORKILLER_OVS_DB` (a `unix:/path`, `tcp:...` remote, or a bare socket path),
 - `$OVS_RUNDIR/db.sock` (the variable Open vSwitch's own tools honour),
@@ -10,10 +11,7 @@ without Open vSwitch costs nothing. The socket is, in order:
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 COLUMNS = "name,mac_in_use,external_ids,type"
@@ -52,11 +50,16 @@ def database(environ=os.environ) -> str | None:
 
 def available(environ=os.environ) -> bool:
     """ovs-vsctl is installed and a database socket exists."""
-    return shutil.which("ovs-vsctl") is not None and database(environ) is not None
+    if database(environ) is None:
+        return False
+    import shutil
+    return shutil.which("ovs-vsctl") is not None
 
 
 def list_interfaces(environ=os.environ) -> list[OvsInterface]:
     """The Interface table. Raises OvsError when the database does not answer."""
+    import shutil
+    import subprocess
     db = database(environ)
     if db is None or shutil.which("ovs-vsctl") is None:
         raise OvsError("no Open vSwitch database")
@@ -77,6 +80,7 @@ def list_interfaces(environ=os.environ) -> list[OvsInterface]:
 
 def parse_interfaces(output: bytes | str) -> list[OvsInterface]:
     """`{"headings": [...], "data": [[...], ...]}` → OvsInterface rows."""
+    import json
     try:
         table = json.loads(output)
         headings = table["headings"]

@@ -16,6 +16,14 @@ The contract, for every shield:
   that choose victims; `choice` is what the chooser would take now, why,
   and the runner-up).
 - `close()`: give back every descriptor.
+- `calm(sleep) -> bool`: after a step that asked for `sleep`, whether this
+  shield is idle: far from its levels (by default: it asked for its whole
+  interval), no action of its own under way, no process table sampled. The
+  daemon steps calm shields together on one clock thread, and a shield
+  that is not calm on a thread of its own (daemon.Clock).
+- `may_block`: True when a step can wait on the outside world (a network
+  file system, another daemon): such a shield is never stepped on the
+  shared clock, where it could delay the others.
 
 A shield owns its readers (held fds) and, when it picks victims, its own
 process table: no two threads share a native object.
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+
+CALM_SLACK = 0.05          # seconds: a sleep this much under the interval is still a whole one
 
 
 @dataclass
@@ -63,6 +73,16 @@ class Shield:
 
     def candidates(self, top: int) -> dict:
         return {"ranked": [], "excluded": []}
+
+    def calm(self, sleep: float) -> bool:
+        """Idle after a step that asked for `sleep`: nothing under way, and
+        nothing near a level (a shield near one asks for less than its interval)."""
+        return self.state != "acting" and sleep >= self.interval - CALM_SLACK
+
+    @property
+    def may_block(self) -> bool:
+        """A step may wait on something outside this machine's kernel."""
+        return False
 
     def close(self) -> None:
         pass

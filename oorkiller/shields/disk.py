@@ -39,6 +39,9 @@ from oorkiller.shields.base import Step
 from oorkiller.shields.process import ProcessShield
 
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})  # no write_bytes
+# statvfs of these may wait on a server or a user-space daemon (fuse.* too)
+REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p",
+                       "afs", "lustre", "gpfs", "virtiofs", "ncpfs", "davfs", "fuse", "fuseblk"})
 FILL_WINDOW = 60.0       # seconds of readings behind time_to_full
 SEVERITY = {"ok": 0, "clean": 1, "kill": 2}
 
@@ -160,6 +163,20 @@ class DiskShield(ProcessShield):
     @property
     def interval(self) -> float:
         return min((d.cfg.interval for d in self.disks), default=5.0)
+
+    @property
+    def may_block(self) -> bool:
+        """A watched file system is remote or FUSE: its statvfs may wait on a
+        server or a daemon, so this shield keeps a thread of its own."""
+        return any(d.active and d.mount is not None
+                   and (d.mount.fstype in REMOTE_FS or d.mount.fstype.startswith("fuse."))
+                   for d in self.disks)
+
+    def calm(self, sleep: float) -> bool:
+        """Every disk above `clean`, no kill or scan under way. (The sleep
+        says nothing here: disks of different intervals make short ones.)"""
+        return (all(d.state == "ok" for d in self.disks) and not self.acting()
+                and not (self.scanner is not None and self.scanner.is_alive()))
 
     def _error(self, key, reason: str, **fields) -> None:
         """A problem of this shield, recorded once."""

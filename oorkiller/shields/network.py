@@ -41,6 +41,7 @@ class NetworkShield(Shield):
         self.ovs_answered = False
         self.scanned = False
         self.kmsg = KernelLogWatch(f"{context.dev_root}/kmsg")
+        self.uses_ovs = ovs.available()       # its steps then wait on ovs-vsctl
 
     @property
     def cfg(self):
@@ -49,6 +50,12 @@ class NetworkShield(Shield):
     @property
     def interval(self) -> float:
         return self.cfg.interval
+
+    @property
+    def may_block(self) -> bool:
+        """With Open vSwitch each step runs ovs-vsctl, which waits on its
+        database (up to ovs.TIMEOUT): a thread of its own, off the clock."""
+        return self.uses_ovs
 
     # ------------------------------------------------------------ reading
     def scan(self, now: float):
@@ -68,7 +75,8 @@ class NetworkShield(Shield):
 
     def _ovs_rows(self) -> list:
         self.ovs_answered = False
-        if not ovs.available():
+        self.uses_ovs = ovs.available()
+        if not self.uses_ovs:
             self.ovs_problem = ""
             return []
         try:

@@ -125,6 +125,10 @@ class ProcessShield(Shield):
         self.state = "acting"
         return self.pending
 
+    def calm(self, sleep: float) -> bool:
+        """Also: no kill under way nor its cooldown (the state is ok)."""
+        return super().calm(sleep) and self.state == "ok" and not self.acting()
+
     def acting(self) -> bool:
         """True while this shield's kill is under way."""
         return self.pending is not None and not self.pending.over

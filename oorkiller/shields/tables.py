@@ -49,6 +49,10 @@ class TableShield(ProcessShield):
     def interval(self) -> float:
         return self.cfg.interval
 
+    def calm(self, sleep: float) -> bool:
+        """Also: under the level (no table sampled)."""
+        return super().calm(sleep) and self._table is None
+
     def read(self) -> dict:
         """{"used", "limit", "level", "reason"}: the table now."""
         raise NotImplementedError

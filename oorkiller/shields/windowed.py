@@ -43,6 +43,11 @@ class WindowedShield(ProcessShield):
     def min_share(self) -> int:
         return int(round(self.cfg.min_share * 1000))
 
+    def calm(self, sleep: float) -> bool:
+        """Also: no stretch under way (the process table is only made while
+        the conditions hold, and released when they stop)."""
+        return super().calm(sleep) and self._table is None
+
     def waiting_for_action(self, now: float) -> bool:
         return self.waiting(now, self.cfg.cooldown)
 
