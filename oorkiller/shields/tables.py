@@ -22,7 +22,7 @@ import time
 from oorkiller.judge import shares
 from oorkiller.quantities import format_percent
 from oorkiller.shields.base import Step
-from oorkiller.shields.process import ProcessShield
+from oorkiller.shields.stretch import StretchShield
 
 SAMPLE_EVERY = 0.25        # seconds between samples while above the level
 DECIDE_AFTER = 0.5         # seconds of growth the window must cover
@@ -31,7 +31,7 @@ MIN_SHARE = 0.5            # of all growth, for one unit under `kill: auto`
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 
 
-class TableShield(ProcessShield):
+class TableShield(StretchShield):
     what = "entries"           # the record's word for what the table holds
 
     def __init__(self, context):
@@ -39,19 +39,6 @@ class TableShield(ProcessShield):
         self.window = shares.UsageWindow(WINDOW)
         self.reading: dict | None = None
         self.held: dict[int, int] = {}   # serial -> what it held at the last sample
-        self.said_nothing = False      # nothing-to-kill recorded in this stretch
-
-    @property
-    def cfg(self):
-        raise NotImplementedError
-
-    @property
-    def interval(self) -> float:
-        return self.cfg.interval
-
-    def calm(self, sleep: float) -> bool:
-        """Also: under the level (no table sampled)."""
-        return super().calm(sleep) and self._table is None
 
     def read(self) -> dict:
         """{"used", "limit", "level", "reason"}: the table now."""
@@ -81,14 +68,8 @@ class TableShield(ProcessShield):
         decision = self.decide(reading)
         return Step(min(self.interval, SAMPLE_EVERY), [decision] if decision is not None else [])
 
-    def end_stretch(self) -> None:
-        """Under the level again: forget the window and the table."""
+    def forget_samples(self) -> None:
         self.window.clear()
-        self.release_table()
-        self.said_nothing = False
-
-    def action_over(self, now: float) -> None:
-        self.end_stretch()            # the next decision needs a whole fresh window
 
     def sample(self, window: shares.UsageWindow, now: float) -> None:
         added, _ = self.refresh_table()
@@ -108,11 +89,8 @@ class TableShield(ProcessShield):
                                     int(MIN_SHARE * 1000), self.context.self_pid, self.cgroup_of,
                                     predict=self.predict)
         if choice is None:
-            if self.said_nothing:
-                return None
-            self.said_nothing = True
-            return self.nothing_to_kill(f"{reading['reason']}; no candidate grew by "
-                                        f"{format_percent(MIN_SHARE)} of the growth", **fields)
+            return self.nothing_once(f"{reading['reason']}; no candidate grew by "
+                                     f"{format_percent(MIN_SHARE)} of the growth", **fields)
         unit = choice.unit
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
         fields.update(user=unit.leader.uid, grew=unit.used,

@@ -17,24 +17,12 @@ import functools
 from oorkiller.judge import shares
 from oorkiller.quantities import format_percent
 from oorkiller.shields.base import Step
-from oorkiller.shields.process import ProcessShield
+from oorkiller.shields.stretch import StretchShield
 
 CANDIDATE_WINDOW = 1.0     # seconds `oorkiller candidates` measures over
 
 
-class WindowedShield(ProcessShield):
-    def __init__(self, context):
-        super().__init__(context)
-        self.said_nothing = False       # nothing-to-kill recorded in this stretch
-
-    @property
-    def cfg(self):
-        raise NotImplementedError
-
-    @property
-    def interval(self) -> float:
-        return self.cfg.interval
-
+class WindowedShield(StretchShield):
     @property
     def windows(self) -> list:
         """Every UsageWindow of this shield (cleared when a stretch ends)."""
@@ -42,11 +30,6 @@ class WindowedShield(ProcessShield):
 
     def min_share(self) -> int:
         return int(round(self.cfg.min_share * 1000))
-
-    def calm(self, sleep: float) -> bool:
-        """Also: no stretch under way (the process table is only made while
-        the conditions hold, and released when they stop)."""
-        return super().calm(sleep) and self._table is None
 
     def waiting_for_action(self, now: float) -> bool:
         return self.waiting(now, self.cfg.cooldown)
@@ -58,16 +41,9 @@ class WindowedShield(ProcessShield):
             return Step(min(self.interval, self.cooldown_until - now))
         return Step(self.interval)
 
-    def end_stretch(self) -> None:
-        """The conditions stopped holding: forget the window, and the table
-        (a healthy machine costs no process table)."""
+    def forget_samples(self) -> None:
         for window in self.windows:
             window.clear()
-        self.release_table()
-        self.said_nothing = False
-
-    def action_over(self, now: float) -> None:
-        self.end_stretch()            # the next decision needs a whole fresh window
 
     def decide(self, used: dict, capacity: float, reason: str, fields: dict, nothing: str):
         """The Kill of the unit `kill:` chooses over the window, or a
@@ -77,10 +53,7 @@ class WindowedShield(ProcessShield):
                                     self.min_share(), self.context.self_pid, self.cgroup_of,
                                     predict=self.predict)
         if choice is None:
-            if self.said_nothing:
-                return None                   # once per stretch, not per reading
-            self.said_nothing = True
-            return self.nothing_to_kill(f"{reason}; {nothing}", **fields)
+            return self.nothing_once(f"{reason}; {nothing}", **fields)
         unit = choice.unit
         members = [unit.leader] + [p for p in unit.members if p is not unit.leader]
         share = format_percent(unit.share / 1000)
