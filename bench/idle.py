@@ -1,8 +1,10 @@
 """Idle cost: what a shield costs while it waits, side by side.
 
-The three run at the same time, each as PID 1 of its own PID namespace:
+The four run at the same time, each as PID 1 of its own PID namespace:
 `oorkiller run --dry-run` with the embedded default configuration (every
-default monitor on), earlyoom 1.7 --dryrun with Debian's arguments
+default monitor on) and, beside it, the same with the kernel-table shields
+(tasks, files, conntrack) off, so the cost of those three readings shows
+in the same run; earlyoom 1.7 --dryrun with Debian's arguments
 (/etc/default/earlyoom), and nohang 0.2.0 --monitor with its shipped
 configuration (nohang has no dry run: in its namespace there is nothing to
 kill, and memory is far above its levels). After a warm-up, the run is cut
@@ -41,11 +43,31 @@ def earlyoom_args() -> list[str]:
     return []
 
 
+def without_tables(folder: str) -> str:
+    """The embedded default configuration with the kernel-table shields (tasks,
+    files, conntrack) off: the daemon beside the default one shows what those
+    three readings cost an idle daemon."""
+    import yaml
+    text = subprocess.run(["oorkiller", "print-default-config"], capture_output=True, text=True,
+                          check=True).stdout
+    config = yaml.safe_load(text)
+    config["tasks"] = {**config.get("tasks", {}), "enabled": False}
+    config["files"] = {**config.get("files", {}), "enabled": False}
+    network = config.setdefault("network", {})
+    network["conntrack"] = {**network.get("conntrack", {}), "enabled": False}
+    path = os.path.join(folder, "no-tables.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    os.chmod(path, 0o644)
+    return path
+
+
 def commands(folder: str) -> dict:
     nohang_conf = os.path.join(folder, "nohang.conf")
     shutil.copy("/etc/nohang/nohang.conf", nohang_conf)
     return {
         "oorkiller": ["oorkiller", "run", "--dry-run"],
+        "oorkiller_no_tables": ["oorkiller", "run", "--dry-run", "-c", without_tables(folder)],
         "earlyoom": ["earlyoom", "--dryrun", *earlyoom_args()],
         "nohang": ["nohang", "--monitor", "-c", nohang_conf],
     }
@@ -143,4 +165,12 @@ def digest(series: dict, duration: float) -> dict:
         "rss_oorkiller_over_nohang": harness.ratio(out["oorkiller"]["vmrss_kib"], out["nohang"]["vmrss_kib"]),
         "wakeups_oorkiller_over_nohang": harness.ratio(med("oorkiller", "wakeups_per_s"), med("nohang", "wakeups_per_s")),
     }
+    if "oorkiller_no_tables" in out:
+        # What the tasks, files and conntrack readings add to an idle daemon
+        # (1.0: nothing measurable), in the same run.
+        out["ratios"]["cpu_with_tables_over_without"] = harness.ratio(
+            med("oorkiller", "cpu_us_per_s"), med("oorkiller_no_tables", "cpu_us_per_s"))
+        out["ratios"]["wakeups_with_tables_over_without"] = harness.ratio(
+            med("oorkiller", "wakeups_per_s"), med("oorkiller_no_tables", "wakeups_per_s"))
+    return out
     return out

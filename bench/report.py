@@ -265,7 +265,7 @@ def _plot_selection(plt, selection: dict, path: str) -> str:
 
 
 def _plot_idle(plt, idle: dict, path: str) -> str:
-    names = ["oorkiller", "earlyoom", "nohang"]
+    names = [n for n in ("oorkiller", "oorkiller_no_tables", "earlyoom", "nohang") if n in idle]
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
     axes[0].bar(names, [idle[n]["cpu_us_per_s"]["median"] for n in names])
     axes[0].set_title("CPU µs per second")
