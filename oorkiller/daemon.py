@@ -559,6 +559,11 @@ class Daemon:
             return
         self.warn_about(new)
         self.stop_shields()
+        # The old clock, its runners, threads and shields hold one another in
+        # cycles: collect them now, while nothing is urgent, rather than let
+        # each reload's garbage wait for a rare full collection (a soak of
+        # 34 reloads grew by 1.2 MiB without this, by 0.3 MiB in 80 with it).
+        gc.collect()
         self.config = new
         self.hooks.configure(new.hooks)
         self.start_shields()
