@@ -3,9 +3,9 @@ sandbox.in_pid_namespace) and returns what it observed; the tests judge.
 
 Run as a script, this file is also the CPU victim: `python scenarios_cpu.py
 spin NAME THREADS SECONDS` spins THREADS threads that really run in parallel
-(hashing releases the GIL), and `group NAME CHILDREN SECONDS [FORK_EVERY]`
+(hashing releases the GIL), and `group NAME CHILDREN SECONDS [FORK_EVERY [NICE]]`
 makes a process group of spinning children (optionally forking more as it goes,
-SIGTERM ignored: a fork bomb). Every victim stops by itself after SECONDS, so a
+SIGTERM ignored: a fork bomb; optionally all at niceness NICE). Every victim stops by itself after SECONDS, so a
 daemon that fails to act never leaves a machine busy.
 """
 from __future__ import annotations
@@ -64,9 +64,11 @@ def run_renamed_spin(name: str, threads: str, seconds: str, rename_after: str) -
     spinners.join()
 
 
-def run_group(name: str, children: str, seconds: str, fork_every: str = "0") -> None:
+def run_group(name: str, children: str, seconds: str, fork_every: str = "0",
+              nice: str = "0") -> None:
     """A process group: this parent and its spinning children."""
     os.setpgid(0, 0)
+    os.nice(int(nice))                                  # inherited by the children
     set_name(name)
     end = time.monotonic() + float(seconds)
     if float(fork_every) > 0:
@@ -255,16 +257,23 @@ def spinners_after_a_storm() -> dict:
 
 
 def storm_and_bystander() -> dict:
-    """A lone spinner in a session of its own (a bystander the scheduler's
-    autogroup gives a third to a half of the CPUs, by machine) and, in another
-    session, a process group of 30 spinners (a fork storm). Default cpu
-    settings with a short `for`, and min_share 10%: the bystander must be a
-    candidate on every machine for the choice to be put to the test (each
-    storm member, at about 2% of the CPUs, stays below it)."""
+    """A lone spinner in a session of its own (the bystander) and, in another
+    session, a process group of 30 spinners at niceness 10 (a fork storm).
+    Default cpu settings with a short `for`, and min_share 10%: the bystander
+    must be a candidate on every machine for the choice to be put to the test,
+    and each storm member, at 2 to 3% of the CPUs, stays below it.
+
+    The niceness makes the shares the same on every machine. Where the
+    scheduler's autogroup applies (a session in the root cgroup) it gives the
+    bystander's session a third to a half of the CPUs and niceness counts only
+    inside a session; where it does not (a session inside a cgroup, as on many
+    CI runners), the 31 spinners would share the CPUs evenly, the bystander
+    at 3% like any storm member, and it is the niceness that leaves it about
+    a quarter of the CPUs (weight 1024 against 30 x 110)."""
     daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s", "term_timeout": "1s",
                                      "min_share": "10%"}))
     bystander = start("spin", "bystander", 1, 30, session=True)
-    storm = start("group", "storm", 30, 30)
+    storm = start("group", "storm", 30, 30, 0, 10)
     pgid, members = storm.extra[0], [storm.pid, *storm.extra[1:]]
     gone = wait_until(lambda: all(is_dead(p) for p in members + _group_pids(pgid)), 25)
     time.sleep(1.0)
