@@ -1,6 +1,6 @@
 """Build-only glue: declares the compiled parts. Metadata lives in pyproject.toml.
 
-- `_native/*.pyx` -> `oorkiller.proc._readers`, `oorkiller.proc._proctable` (Cython)
+- `oorkiller/proc/*.pyx` -> `oorkiller.proc._readers`, `._proctable`, `._calm` (Cython)
 - `_native/kernel_build.py` -> `oorkiller._kernel` (cffi, API mode)
 - `config/oorkiller.yaml` is copied into the package as `default.yaml`, so the
   file operators read in the repository is byte for byte the embedded default;
@@ -30,7 +30,7 @@ def native_extensions():
     exts = [
         Extension(f"oorkiller.proc.{name}", [f"oorkiller/proc/{name}.pyx"],
                   include_dirs=["oorkiller/proc"], extra_compile_args=flags)
-        for name in ("_readers", "_proctable")
+        for name in ("_readers", "_proctable", "_calm")
     ]
     return cythonize(exts, language_level=3,
                      compiler_directives={"boundscheck": False, "wraparound": False})

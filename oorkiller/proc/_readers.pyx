@@ -25,7 +25,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from oorkiller.proc.procparse cimport (
     pp_span, pp_meminfo, pp_cpustat, pp_psi, pp_diskstat, pp_pidstat, pp_pidio,
     pp_pidstatus, pp_mountinfo, pp_next_line, pp_parse_meminfo, pp_parse_cpustat,
-    pp_parse_loadavg, pp_parse_psi, pp_parse_diskstat_line, pp_parse_pidstat,
+    pp_parse_loadavg, pp_parse_psi, pp_busy_fraction, pp_parse_diskstat_line, pp_parse_pidstat,
     pp_parse_pidio, pp_parse_pidstatus, pp_parse_mountinfo_line, pp_unescape_octal,
     PP_PF_KTHREAD, pread, close,
 )
@@ -245,24 +245,23 @@ def parse_cpu_stat(bytes data not None):
     return out
 
 
-cdef inline double _delta(uint64_t before, uint64_t after):
-    # Counters can step back (iowait does on some kernels): count that as 0.
-    return <double>(after - before) if after >= before else 0.0
+cdef inline void _ticks(CpuTimes t, pp_cpustat *out):
+    out.ticks[0], out.ticks[1], out.ticks[2], out.ticks[3] = t.user, t.nice, t.system, t.idle
+    out.ticks[4], out.ticks[5], out.ticks[6] = t.iowait, t.irq, t.softirq
+    out.ticks[7], out.ticks[8], out.ticks[9] = t.steal, t.guest, t.guest_nice
 
 
 def cpu_busy_fraction(CpuTimes prev not None, CpuTimes cur not None):
-    """Busy share of all CPUs between two readings, 0.0..1.0.
+    """Busy share of all CPUs between two readings, 0.0..1.0 (the formula is
+    pp_busy_fraction's, which the calm watch uses too).
 
     iowait counts as idle (the CPU could have run something); guest time is
     already inside user/nice, so it is not added again.
     """
-    cdef double busy = (_delta(prev.user, cur.user) + _delta(prev.nice, cur.nice)
-                        + _delta(prev.system, cur.system) + _delta(prev.irq, cur.irq)
-                        + _delta(prev.softirq, cur.softirq) + _delta(prev.steal, cur.steal))
-    cdef double idle = _delta(prev.idle, cur.idle) + _delta(prev.iowait, cur.iowait)
-    if busy + idle <= 0.0:
-        return 0.0
-    return busy / (busy + idle)
+    cdef pp_cpustat a, b
+    _ticks(prev, &a)
+    _ticks(cur, &b)
+    return pp_busy_fraction(&a, &b)
 
 
 def parse_loadavg(bytes data not None):

@@ -202,6 +202,25 @@ static inline int pp_parse_cpustat(const char *buf, size_t n, pp_cpustat *out)
     return have_total ? 0 : -1;
 }
 
+/* Busy share of all CPUs between two readings, 0.0..1.0. iowait counts as
+ * idle (the CPU could have run something); guest time is already inside
+ * user/nice, so it is not added again. A counter that steps back (iowait
+ * does on some kernels) counts as 0. */
+static inline double pp_tick_delta(uint64_t before, uint64_t after)
+{
+    return after >= before ? (double)(after - before) : 0.0;
+}
+
+static inline double pp_busy_fraction(const pp_cpustat *prev, const pp_cpustat *cur)
+{
+    double busy = 0.0, idle;
+    static const int busy_columns[] = {0, 1, 2, 5, 6, 7};  /* user nice system irq softirq steal */
+    for (int i = 0; i < 6; i++)
+        busy += pp_tick_delta(prev->ticks[busy_columns[i]], cur->ticks[busy_columns[i]]);
+    idle = pp_tick_delta(prev->ticks[3], cur->ticks[3]) + pp_tick_delta(prev->ticks[4], cur->ticks[4]);
+    return busy + idle <= 0.0 ? 0.0 : busy / (busy + idle);
+}
+
 /* ---- /proc/loadavg ---- */
 
 static inline int pp_parse_loadavg(const char *buf, size_t n, double out[3])
@@ -214,6 +233,23 @@ static inline int pp_parse_loadavg(const char *buf, size_t n, double out[3])
             return -1;
     }
     return 0;
+}
+
+/* The task total of /proc/loadavg ("0.00 0.01 0.05 2/1234 5678": 1234),
+ * the kernel's nr_threads; -1 when the field is missing. */
+static inline int pp_parse_task_total(const char *buf, size_t n, uint64_t *out)
+{
+    const char *p = buf, *end = buf + n;
+    for (int i = 0; i < 3; i++)
+        p = pp_skip_token(pp_skip_blanks(p, end), end);
+    p = pp_skip_blanks(p, end);
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    if (p >= end || *p != '/')
+        return -1;
+    const char *start = p + 1;
+    p = pp_u64(start, end, out);
+    return p == start ? -1 : 0;
 }
 
 /* ---- /proc/pressure/{memory,cpu,io} ---- */
