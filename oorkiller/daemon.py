@@ -33,6 +33,7 @@ from oorkiller.act.hooks import Hooks
 from oorkiller.act.signals import alive, send
 from oorkiller.config import ConfigError, config_warnings, load_config
 from oorkiller.judge.rules import RuleSet
+from oorkiller.proc._calm import CPU_BUSY, STATVFS, CalmWatch
 from oorkiller.proc._proctable import raise_fd_limit
 from oorkiller.proc.targets import Target
 from oorkiller.record import metrics
@@ -46,6 +47,7 @@ CLOCK_SLACK = 0.05           # a calm shield due this soon is stepped in the sam
 SLOW_STEP = 0.1              # seconds: a step this long leaves the clock, even a calm one
 CLOCK_LATE = 2.0             # seconds past its planned tick before the main thread takes
                              # over the watchdog pings from a stuck clock
+KEEPING = (CPU_BUSY, STATVFS)  # gates whose readings the shield hears of (Shield.resume)
 
 
 def rehearse_kill_path() -> None:
@@ -130,6 +132,9 @@ class ShieldRunner:
         self.statuses: list[dict] = []
         self.status_at = float("-inf")
         self.last_error = ("", 0.0)
+        self.steps = 0                  # steps made, on either thread
+        self.gates: dict[tuple, int] = {}   # (kind, path) -> index in the clock's watch
+        self.gated_at: int | None = None    # `steps` when its gates were armed; None: not gated
         self.bell = Doorbell()
         self.lock = threading.Lock()    # held while stepping: one thread at a time
         self.thread = threading.Thread(target=self._own_loop, name=f"oork-{shield.name}"[:15],
@@ -140,6 +145,7 @@ class ShieldRunner:
         decisions go to the engine, `due` and `calm` are updated."""
         shield = self.shield
         decided = False
+        self.steps += 1
         try:
             step = shield.step(now)
             for decision in step.decisions:
@@ -147,7 +153,7 @@ class ShieldRunner:
             decided = bool(step.decisions)
             sleep = step.sleep
         except Exception as err:   # a reading error must not end the watch
-            self._record_error(err, now)
+            self.record_error(err, now)
             sleep = shield.interval
         done = time.monotonic()
         shield.last_step = done
@@ -187,7 +193,7 @@ class ShieldRunner:
         except Exception:
             self.statuses = []
 
-    def _record_error(self, err: Exception, now: float) -> None:
+    def record_error(self, err: Exception, now: float) -> None:
         text = f"{type(err).__name__}: {err}"
         last_text, last_at = self.last_error
         if text == last_text and now - last_at < ERROR_REPEAT:
@@ -210,6 +216,16 @@ class Clock:
     waits for it; it comes back when it is calm. Shields whose step may wait
     on the outside world (a disk on a network or FUSE file system, Open
     vSwitch) never ride on the clock.
+
+    A calm shield may offer gates (`Shield.calm_gates`): a figure the
+    kernel keeps and a limit that, while the figure stays on the calm side,
+    says its next steps would find nothing to do. The clock then makes
+    those checks in C without the interpreter (proc/_calm.pyx, CalmWatch:
+    one pread and a comparison each, at the shield's interval) and sleeps
+    there between them; a gate that fails has its shield stepped at once, in
+    the same tick, after `Shield.resume` has handed it what the gates kept.
+    A gated shield is still stepped every `Shield.housekeeping` seconds
+    (and as often as the metrics need a status).
 
     A step that hangs on the clock (a calm shield's first sample of the
     process table on a huge machine, a file system that stopped answering)
@@ -237,6 +253,8 @@ class Clock:
         shields = list(shields) if isinstance(shields, (list, tuple)) else [shields]
         shields.sort(key=lambda s: s.name != "memory")   # memory first in every tick
         self.runners = [ShieldRunner(shield, self) for shield in shields]
+        self.watch = CalmWatch(capacity=4 * len(self.runners) + 1)
+        self.gate_owner: dict[int, ShieldRunner] = {}   # gate index -> its runner
         self.thread = threading.Thread(target=self._loop, name="oork-clock", daemon=True)
 
     @property
@@ -268,10 +286,15 @@ class Clock:
                     with runner.lock:
                         if not runner.on_clock:      # released meanwhile: its own thread has it
                             continue
+                        self._ungate(runner)
+                        for index in runner.gates.values():
+                            self.watch.reset(index)   # what happens from here fails a quiet gate
                         runner.step(now)
                         if not runner.calm:          # near a level, acting or slow: its own thread
                             runner.on_clock = False
                             runner.bell.ring()
+                        else:
+                            self._gate(runner, now)
                     now = time.monotonic()
             wake = min((r.due for r in runners if r.on_clock), default=None)
             budget = self._budget()
@@ -283,11 +306,78 @@ class Clock:
                 ping_at = now + pinger.sleep_for(now)
                 wake = ping_at if wake is None else min(wake, ping_at)
                 budget = min(budget, CLOCK_LATE) if budget else CLOCK_LATE
+            self.overdue = False             # not stuck: released shields may come back
+            if any(r.gated_at is not None for r in runners):
+                self._wait_gated(wake, budget)
+                continue
             # One timer per tick covers the sleep and the next tick's steps:
             # it fires if that tick is not over `budget` after it was due.
             self._arm(max(wake - now, 0.0) + budget if wake is not None and budget else 0.0)
-            self.overdue = False             # not stuck: released shields may come back
             self.bell.wait(None if wake is None else wake - time.monotonic())
+
+    def _wait_gated(self, wake: float, budget: float) -> None:
+        """Sleep in the watch, checking the gates in C, until Python work is
+        due, a gate fails (its shield is due now) or the bell rings."""
+        failed = self.watch.run(wake, self.bell.fd, budget, self.alarm)
+        if failed >= 0:
+            self.gate_owner[failed].due = 0.0
+        for runner in self.runners:
+            # Released to its own thread, or stepped there since: its gates are stale.
+            if runner.gated_at is not None and (not runner.on_clock or runner.steps != runner.gated_at):
+                self._disarm(runner)
+
+    def _gate(self, runner: ShieldRunner, now: float) -> None:
+        """After a calm step on the clock: arm the shield's gates, if it has
+        any, and step it only for its housekeeping (or when one fails)."""
+        try:
+            gates = runner.shield.calm_gates()
+        except Exception as err:
+            runner.record_error(err, now)
+            return
+        if not gates:
+            return
+        try:
+            known = len(runner.gates)
+            indices = [self._gate_index(runner, kind, path) for kind, path, *_ in gates]
+            if len(runner.gates) > known:
+                return       # a new quiet gate was not reset before this step: armed after the next
+            for index, (_, _, limit, *rate) in zip(indices, gates):
+                self.watch.arm(index, limit, now + runner.shield.interval, *rate)
+        except (OSError, ValueError) as err:     # a file gone, a full watch: step as usual
+            self._disarm(runner)
+            runner.record_error(err, now)
+            return
+        runner.gated_at = runner.steps
+        every = runner.shield.housekeeping
+        runner.due = now + (every if self.status_every is None else min(every, self.status_every))
+
+    def _gate_index(self, runner: ShieldRunner, kind: int, path: str) -> int:
+        index = runner.gates.get((kind, path))
+        if index is None:
+            index = runner.gates[(kind, path)] = self.watch.add(kind, path, runner.shield.interval)
+            self.gate_owner[index] = runner
+        return index
+
+    def _ungate(self, runner: ShieldRunner) -> None:
+        """Before a gated shield's step on the clock: its gates stop, and the
+        shield hears what they kept (the CPU readings it did not take)."""
+        if runner.gated_at is None:
+            return
+        if runner.steps != runner.gated_at:     # stepped on its own thread since
+            self._disarm(runner)
+            return
+        kept = {}
+        for (kind, path), index in runner.gates.items():
+            if kind in KEEPING and self.watch.armed(index):
+                previous = self.watch.previous(index) if kind == CPU_BUSY else None
+                kept[(kind, path)] = (previous, self.watch.history(index))
+        self._disarm(runner)
+        runner.shield.resume(kept)
+
+    def _disarm(self, runner: ShieldRunner) -> None:
+        for index in runner.gates.values():
+            self.watch.disarm(index)
+        runner.gated_at = None
 
     def _budget(self) -> float:
         """How long a tick may take: the shortest interval on the clock (0: none there)."""
@@ -343,6 +433,7 @@ class Clock:
         stuck clock keeps them all: a closed number could be reused)."""
         if self.thread.is_alive():
             return
+        self.watch.close()
         self.bell.close()
         for runner in self.runners:
             if not runner.thread.is_alive():

@@ -7,6 +7,7 @@ import threading
 import time
 
 from oorkiller.daemon import Clock
+from oorkiller.proc._calm import COUNT
 from oorkiller.shields.base import Shield, Step
 
 
@@ -199,3 +200,50 @@ def test_a_shield_that_decides_or_acts_is_stepped_on_its_own_thread():
     assert names[-1] == "oork-clock"                 # calm again: back on the clock
     assert clock.engine.submitted == ["a decision"]
     assert not cpu.overlapped
+
+
+class GatedShield(FakeShield):
+    """Offers one gate: calm while the number in `path` stays under 10."""
+
+    def __init__(self, name, path, housekeeping=300.0, **kwargs):
+        super().__init__(name, **kwargs)
+        self.path = str(path)
+        self.housekeeping = housekeeping
+        self.resumed = 0
+
+    def calm_gates(self):
+        return [(COUNT, self.path, 10)]
+
+    def resume(self, kept):
+        self.resumed += 1
+
+
+def test_a_gated_shield_is_not_stepped_while_its_gate_holds_and_at_once_when_it_fails(tmp_path):
+    number = tmp_path / "number"
+    number.write_text("1\n")
+    shield = GatedShield("gated", number, interval=0.1)
+
+    def overflow():
+        with open(number, "r+") as f:            # in place: the gate holds the file open
+            f.write("50\n")
+    started = time.monotonic()
+    threading.Timer(1.0, overflow).start()
+    run([shield], 2.0)
+    before = [at for at, _ in shield.steps if at < started + 1.0]
+    after = [at for at, _ in shield.steps if at >= started + 1.0]
+    # The first step makes the gate, the second arms it; then only the gate is checked.
+    assert len(before) <= 3, before
+    assert after and after[0] - (started + 1.0) < 0.3        # stepped at the next check
+    assert len(after) >= 5                                     # and at every check while it fails
+    assert shield.resumed >= 1
+    assert {name for _, name in shield.steps} == {"oork-clock"}
+
+
+def test_a_gated_shield_is_still_stepped_for_its_housekeeping(tmp_path):
+    number = tmp_path / "number"
+    number.write_text("1\n")
+    shield = GatedShield("gated", number, interval=0.1, housekeeping=0.3)
+    run([shield], 2.0)
+    gaps = [b - a for (a, _), (b, _) in zip(shield.steps[1:], shield.steps[2:])]
+    assert 4 <= len(shield.steps) <= 10, shield.steps
+    assert all(gap > 0.25 for gap in gaps), gaps

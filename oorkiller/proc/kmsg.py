@@ -40,8 +40,10 @@ class KernelLogWatch:
     """Reads /dev/kmsg without blocking, from where it was opened onwards."""
 
     def __init__(self, path: str = "/dev/kmsg"):
+        self.path = path
         self.fd = None
         self.problem = ""
+        self.more = False          # the last read stopped at its limit: more may wait
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             os.lseek(self.fd, 0, os.SEEK_END)     # only what happens from now on
@@ -53,7 +55,10 @@ class KernelLogWatch:
         """New lines written by the kernel itself (facility 0: user space
         cannot forge it through /dev/kmsg)."""
         lines = []
-        for _ in range(KMSG_READS_PER_STEP if self.fd is not None else 0):
+        self.more = False
+        if self.fd is None:
+            return lines
+        for _ in range(KMSG_READS_PER_STEP):
             try:
                 raw = os.read(self.fd, 8192)
             except BlockingIOError:
@@ -67,7 +72,17 @@ class KernelLogWatch:
                 continue
             if entry["prio"] >> 3 == 0:
                 lines.append(entry["text"].decode("utf-8", "surrogateescape"))
+        else:
+            self.more = True               # stopped at the limit, not at the end
         return lines
+
+    def quiet_gate(self) -> tuple | None:
+        """The calm watch's gate for "no new record since", when this watch
+        reads the log and has read all it has (proc/_calm.pyx)."""
+        if self.fd is None or self.more:
+            return None
+        from oorkiller.proc._calm import KMSG_QUIET
+        return (KMSG_QUIET, self.path, 0.0)
 
     def close(self) -> None:
         if self.fd is not None:

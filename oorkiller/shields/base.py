@@ -21,6 +21,19 @@ The contract, for every shield:
   interval), no action of its own under way, no process table sampled. The
   daemon steps calm shields together on one clock thread, and a shield
   that is not calm on a thread of its own (daemon.Clock).
+- `calm_gates() -> [(kind, path, limit[, rate])] | None`: after a calm step, the
+  cheap checks (proc/_calm.pyx: one figure of one file against a limit)
+  that, while all of them pass, guarantee this shield's next steps would be
+  calm and decide nothing. The clock then makes them in C instead of
+  stepping the shield, and steps it when one fails (and now and then for
+  its housekeeping). None: no such check; it is stepped as usual.
+- `housekeeping`: seconds between two steps while the gates keep the
+  shield (what it must look at even on a calm machine: a sysctl'd limit,
+  renamed processes); default HOUSEKEEPING.
+- `resume(kept)`: the shield is stepped again after its gates kept it;
+  `kept` maps a gate's (kind, path) to what it kept, (previous, history):
+  the CPU gate's last /proc/stat that passed and its readings since, a
+  STATVFS gate's readings (previous None).
 - `may_block`: True when a step can wait on the outside world (a network
   file system, another daemon): such a shield is never stepped on the
   shared clock, where it could delay the others.
@@ -34,6 +47,7 @@ import os
 from dataclasses import dataclass, field
 
 CALM_SLACK = 0.05          # seconds: a sleep this much under the interval is still a whole one
+HOUSEKEEPING = 300.0       # seconds between two steps of a shield its gates keep calm
 
 
 @dataclass
@@ -78,6 +92,14 @@ class Shield:
         """Idle after a step that asked for `sleep`: nothing under way, and
         nothing near a level (a shield near one asks for less than its interval)."""
         return self.state != "acting" and sleep >= self.interval - CALM_SLACK
+
+    housekeeping = HOUSEKEEPING
+
+    def calm_gates(self) -> list[tuple] | None:
+        return None
+
+    def resume(self, kept: dict) -> None:
+        pass
 
     @property
     def may_block(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from oorkiller.judge.decision import Notice
 from oorkiller.proc.kmsg import KernelLogWatch
 from oorkiller.proc.tables import HeldNumber, read_number
+from oorkiller.proc._calm import COUNT
 from oorkiller.shields.base import Shield, Step
 
 TABLE_FULL = "nf_conntrack: table full, dropping packet"
@@ -70,6 +71,18 @@ class ConntrackShield(Shield):
         self.warned = True
         self.warned_dropping = reading["dropped"] > 0
         return Step(self.interval, [self.notice(reading)])
+
+    def calm_gates(self) -> list | None:
+        """While the entries stay under the level and the kernel log gets no
+        new record (no "table full" line), every step is calm. Without
+        nf_conntrack, only the log is watched: the module loading is seen at
+        the next housekeeping step."""
+        kmsg = self.kmsg.quiet_gate()
+        if kmsg is None or self.state not in ("ok", "unavailable"):
+            return None
+        if self.reading is None:
+            return [kmsg]
+        return [(COUNT, self.count_file.file.path, self.reading["level"]), kmsg]
 
     def notice(self, reading: dict) -> Notice:
         reason = (f"conntrack entries {reading['count']} >= warn level "

@@ -30,6 +30,7 @@ import time
 from oorkiller.judge import shares
 import collections
 
+from oorkiller.proc._calm import CPU_BUSY
 from oorkiller.proc._readers import HeldFile, cpu_busy_fraction, parse_cpu_stat, parse_loadavg, parse_psi
 from oorkiller.quantities import format_percent
 from oorkiller.shields.base import Step
@@ -86,6 +87,23 @@ class CpuShield(WindowedShield):
             reading["psi_some_avg10"] = parse_psi(self.psi_file.read()).some_avg10
         self.reading = reading
         return reading
+
+    def calm_gates(self) -> list | None:
+        """While the busy share stays under `usage`, the conditions cannot
+        all hold: every step would be calm. (Without a `usage` level, no gate.)"""
+        if self.cfg.usage <= 0 or self.held_since is not None or self._table is not None:
+            return None
+        return [(CPU_BUSY, self.stat_file.path, self.cfg.usage)]
+
+    def resume(self, kept: dict) -> None:
+        """The gate's last reading becomes the one the next busy share is
+        measured from, and its readings join the run queue's history: the
+        step judges the last second, over the samples it would have taken."""
+        gate = kept.get((CPU_BUSY, self.stat_file.path))
+        if gate is not None:
+            previous, history = gate
+            self.times = parse_cpu_stat(previous)
+            self.recent.extend(history)
 
     def mean(self, column: int) -> float:
         """The mean busy share (1) or runnable tasks (2) over the last `for`."""

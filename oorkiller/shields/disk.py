@@ -32,6 +32,7 @@ from oorkiller.judge import choice as victims
 from oorkiller.judge import shares
 from oorkiller.judge.decision import Cleanup, Notice, Truncate
 from oorkiller.proc import deleted
+from oorkiller.proc._calm import STATVFS
 from oorkiller.proc.fds import open_files, opened_for_writing
 from oorkiller.proc.mounts import MountError, read_mounts, resolve
 from oorkiller.quantities import format_size
@@ -177,6 +178,29 @@ class DiskShield(ProcessShield):
         says nothing here: disks of different intervals make short ones.)"""
         return (all(d.state == "ok" for d in self.disks) and not self.acting()
                 and not (self.scanner is not None and self.scanner.is_alive()))
+
+    def calm_gates(self) -> list | None:
+        """While every watched file system keeps free space and inodes at or
+        above its `clean` levels, every step is calm. (Not while an entry's
+        file system is still unknown: each step tries to find it.)"""
+        disks = [d for d in self.disks if d.active]
+        if any(d.mount is None or d.reading is None for d in disks) or not self.calm(self.interval):
+            return None
+        gates = []
+        for disk in disks:
+            lv = disk.levels(disk.reading)
+            gates.append((STATVFS, disk.cfg.path, lv["clean"], lv["inodes_clean"]))
+        return gates
+
+    def resume(self, kept: dict) -> None:
+        """The readings the gates passed join each disk's fill-rate history."""
+        for disk in self.disks:
+            gate = kept.get((STATVFS, disk.cfg.path))
+            if gate is None or disk.reading is None:
+                continue
+            total, inodes = disk.reading.total, disk.reading.inodes
+            for at, free, inodes_free in gate[1]:
+                disk.history.append((at, total - free, inodes - inodes_free))
 
     def _error(self, key, reason: str, **fields) -> None:
         """A problem of this shield, recorded once."""

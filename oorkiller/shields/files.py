@@ -9,6 +9,7 @@ unit that grew the most is killed: SIGTERM, then SIGKILL after
 """
 from __future__ import annotations
 
+from oorkiller.proc._calm import COUNT
 from oorkiller.proc._readers import HeldFile
 from oorkiller.proc.fds import count_fds
 from oorkiller.proc.tables import parse_file_nr
@@ -33,6 +34,9 @@ class FilesShield(TableShield):
         return {"used": used, "limit": limit, "level": level,
                 "reason": f"open files {used} >= kill level {self.cfg.open.kill.described(limit)} "
                           f"of fs.file-max {limit}"}
+
+    def gate(self) -> tuple[int, str]:
+        return COUNT, self.file_nr.path          # its first number: the open files
 
     def holdings(self) -> dict[int, int]:
         counts = {}

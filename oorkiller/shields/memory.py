@@ -18,6 +18,7 @@ from oorkiller.judge import choice as victims
 from oorkiller.judge import shares
 from oorkiller.judge.rules import exclusions
 from oorkiller.judge.decision import Escalate
+from oorkiller.proc._calm import MEM_AVAILABLE, PSI_FULL
 from oorkiller.proc._readers import HeldFile, parse_meminfo, parse_psi
 from oorkiller.shields.base import Step
 from oorkiller.shields.process import ProcessShield
@@ -28,7 +29,7 @@ MIN_SLEEP = 0.002           # never poll more often than this
 WARM_ZONE = 4.0             # keep the ranking warm within this many intervals of term
 WARM_REFRESH = 0.1          # seconds between warm re-rankings
 RANK_DEPTH = 16             # candidates examined in detail per choice
-RULES_SWEEP = 30.0          # seconds between re-judgements of excluded processes
+RULES_SWEEP = 60.0          # seconds between re-judgements of excluded processes (calm machine)
 SETTLE = 1.0                # seconds the memory of a dead victim may take to show
 SETTLE_SLACK = 64 << 20     # a fall this large after a death is a new shortage
 GROWTH_WINDOW = 10.0        # seconds of sizes behind a candidate's growth (the cause)
@@ -66,6 +67,7 @@ def regained(proc_root: str, available_before: int) -> dict:
 
 class MemoryShield(ProcessShield):
     name = "memory"
+    housekeeping = RULES_SWEEP          # the sweep of renamed processes goes on while gated
 
     def __init__(self, context):
         super().__init__(context)
@@ -169,6 +171,19 @@ class MemoryShield(ProcessShield):
         sleep = self._next_sleep(mem, lv, now)
         self.last_available, self.last_read_at = mem.available, now
         return Step(sleep, decisions)
+
+    def calm_gates(self) -> list | None:
+        """While MemAvailable stays so far above the term level that neither
+        the fastest plausible hog nor the fall just seen could reach it within
+        an interval (and PSI, when judged, under its level), every step would
+        sleep its whole interval, far from the warm zone, and decide nothing."""
+        mem = self.reading
+        if mem is None or self.severity or self.state != "ok" or self.pressure_since is not None:
+            return None
+        gates = [(MEM_AVAILABLE, self.meminfo_file.path, self.levels(mem)["term"], WORST_FILL_RATE)]
+        if self.psi_file is not None:
+            gates.append((PSI_FULL, self.psi_file.path, self.cfg.pressure.full_avg10))
+        return gates
 
     def _near(self, mem, lv) -> bool:
         headroom = mem.available - lv["term"]

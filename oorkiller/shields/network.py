@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from oorkiller.judge.decision import LinkDown, Notice
 from oorkiller.proc import netscan
+from oorkiller.proc._calm import LINKS_QUIET
 from oorkiller.proc import ovs
 from oorkiller.proc.kmsg import KernelLogWatch
 from oorkiller.shields.base import Shield, Step
@@ -56,6 +57,20 @@ class NetworkShield(Shield):
         """With Open vSwitch each step runs ovs-vsctl, which waits on its
         database (up to ovs.TIMEOUT): a thread of its own, off the clock."""
         return self.uses_ovs
+
+    def calm_gates(self) -> list | None:
+        """While no link of this namespace appears, goes or changes (an
+        rtnetlink subscription) and the kernel log gets no new record, a
+        scan would find what the last one found: nothing. Not with a
+        duplicate or a kernel complaint current (they are followed at every
+        step), not with Open vSwitch, not over another sysfs than this
+        namespace's own. Open vSwitch starting later is seen at the next
+        housekeeping step."""
+        kmsg = self.kmsg.quiet_gate()
+        if (self.current or self.kernel_seen or self.uses_ovs or self.decisions or kmsg is None
+                or self.context.sys_root != "/sys"):
+            return None
+        return [(LINKS_QUIET, "rtnetlink", 0.0), kmsg]
 
     # ------------------------------------------------------------ reading
     def scan(self, now: float):

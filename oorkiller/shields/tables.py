@@ -44,6 +44,18 @@ class TableShield(StretchShield):
         """{"used", "limit", "level", "reason"}: the table now."""
         raise NotImplementedError
 
+    def gate(self) -> tuple[int, str]:
+        """(gate kind, path) of the file `read` takes `used` from (proc/_calm.pyx)."""
+        raise NotImplementedError
+
+    def calm_gates(self) -> list | None:
+        """While `used` stays under the level, every step is calm. (The
+        limit behind the level is read again at the housekeeping steps.)"""
+        if self.reading is None or self._table is not None:
+            return None
+        kind, path = self.gate()
+        return [(kind, path, self.reading["level"])]
+
     def holdings(self) -> dict[int, int]:
         """serial -> what each candidate holds now (after refresh_table)."""
         raise NotImplementedError

@@ -18,17 +18,19 @@ from __future__ import annotations
 import signal
 import time
 
+from oorkiller.proc._calm import TASKS
 from oorkiller.proc._readers import HeldFile
 from oorkiller.proc.tables import parse_task_count, read_number
 from oorkiller.shields.tables import TableShield
 
-LIMITS_EVERY = 60.0        # seconds between two readings of threads-max and pid_max
+LIMITS_EVERY = 300.0       # seconds between two readings of threads-max and pid_max
 
 
 class TasksShield(TableShield):
     name = "tasks"
     HOLD = "stat"              # num_threads is in stat
     what = "tasks"
+    housekeeping = LIMITS_EVERY    # a sysctl'd limit is seen as soon as while stepping
 
     def __init__(self, context):
         super().__init__(context)
@@ -59,6 +61,9 @@ class TasksShield(TableShield):
         return {"used": used, "limit": limit, "level": level,
                 "reason": f"tasks {used} >= kill level {self.cfg.threads.kill.described(limit)} "
                           f"of {name} {limit}"}
+
+    def gate(self) -> tuple[int, str]:
+        return TASKS, self.loadavg_file.path
 
     def holdings(self) -> dict[int, int]:
         self.table.sample_cpu()                   # rereads stat: num_threads
