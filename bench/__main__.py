@@ -1,6 +1,6 @@
 """python -m bench [--quick] [--only NAMES] [--compare PREVIOUS.json] [--out DIR]
 
-Runs the performance suite (selection, fasthog, idle, worstcase), prints the
+Runs the performance suite (selection, fasthog, idle, ticks, worstcase), prints the
 table of ratios, writes the JSON report and PNG plots, and flags every ratio
 worse by more than 20% than in PREVIOUS (default: the newest report already
 in bench/results/). Exit 0, or 1 when a regression is flagged.
@@ -18,7 +18,7 @@ import sys
 from bench import report
 from bench.harness import ROOT, log
 
-SCENARIOS = ("selection", "fasthog", "idle", "worstcase")
+SCENARIOS = ("selection", "fasthog", "idle", "ticks", "worstcase")
 RESULTS = os.path.join(ROOT, "bench", "results")
 
 

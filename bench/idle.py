@@ -29,7 +29,8 @@ import time
 from bench import harness
 from bench.harness import log, summary
 
-WARM_UP = 3.0
+WARM_UP = 12.0     # seconds: the daemon arms its calm gates in its first steps (the
+                   # network shield's second step, 10 s in); the peers start as fast
 
 
 def earlyoom_args() -> list[str]:

@@ -24,6 +24,7 @@ TARGETS = {
     "crossing_to_signal_ms": (10.0, "<="),
     "overshoot_oorkiller_over_earlyoom": (0.5, "<="),
     "cpu_oorkiller_over_nohang": (1.0, "<="),
+    "cpu_oorkiller_over_earlyoom": (1.0, "<="),
     "rss_oorkiller_over_nohang": (1.0, "<="),
     "to_death_load_over_idle": (2.0, "<="),
     "max_gap_over_interval_plus_50ms": (1.0, "<="),
@@ -112,6 +113,30 @@ def fasthog_lines(fasthog: dict) -> list[str]:
     return lines
 
 
+def ticks_lines(ticks: dict) -> list[str]:
+    lines = [f"calm tick, cold (after {ticks['sleep_s']:g} s asleep), medians: Python step / gates in C"]
+    for name, row in ticks["shields"].items():
+        step = row["step_us"]["median"]
+        if row["gates"]:
+            gates = row["gates_us"]["median"]
+            lines.append(f"  {name:10} step {_num(step, '.0f'):>6} us   {row['gates']} gate(s) "
+                         f"{_num(gates, '.0f'):>5} us   {row['step_over_gates']:.0f}x")
+        else:
+            lines.append(f"  {name:10} step {_num(step, '.0f'):>6} us   no gate")
+    return lines
+
+
+def idle_lines(idle: dict) -> list[str]:
+    lines = [f"idle over {idle['seconds']:g} s, medians of windows: CPU us/s, wake-ups/s, VmRSS"]
+    for name in ("oorkiller", "oorkiller_no_tables", "earlyoom", "nohang"):
+        if name in idle:
+            row = idle[name]
+            lines.append(f"  {name:20} {_num(row['cpu_us_per_s']['median'], '.0f'):>6} us/s  "
+                         f"{_num(row['wakeups_per_s']['median'], '.2f'):>5}/s  "
+                         f"{row['vmrss_kib'] / 1024:.1f} MiB")
+    return lines
+
+
 def selection_lines(selection: dict) -> list[str]:
     """Per count: ms and µs per process for each contender; table memory."""
     lines = ["victim selection (ms, median over rounds; [µs per process]); "
@@ -146,8 +171,12 @@ def table(results: dict) -> str:
     for name, value in flat_ratios(results).items():
         shown = "n/a" if value is None else f"{value:9.3f}"
         lines.append(f"{name:58} {shown:>9}  {verdict(name, value)}")
-    if "fasthog" in results or "selection" in results:
+    if any(k in results for k in ("fasthog", "selection", "idle", "ticks")):
         lines += ["", "figures (context; not compared between reports)", "-" * 90]
+    if "idle" in results:
+        lines += idle_lines(results["idle"])
+    if "ticks" in results:
+        lines += ticks_lines(results["ticks"])
     if "fasthog" in results:
         lines += fasthog_lines(results["fasthog"])
     if "selection" in results:

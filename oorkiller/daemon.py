@@ -255,6 +255,7 @@ class Clock:
         self.runners = [ShieldRunner(shield, self) for shield in shields]
         self.watch = CalmWatch(capacity=4 * len(self.runners) + 1)
         self.gate_owner: dict[int, ShieldRunner] = {}   # gate index -> its runner
+        self.watch_failed = False          # the watch raised once: no gates any more
         self.thread = threading.Thread(target=self._loop, name="oork-clock", daemon=True)
 
     @property
@@ -307,7 +308,8 @@ class Clock:
                 wake = ping_at if wake is None else min(wake, ping_at)
                 budget = min(budget, CLOCK_LATE) if budget else CLOCK_LATE
             self.overdue = False             # not stuck: released shields may come back
-            if any(r.gated_at is not None for r in runners):
+            self._drop_stale_gates()
+            if wake is not None and any(r.gated_at is not None for r in runners):
                 self._wait_gated(wake, budget)
                 continue
             # One timer per tick covers the sleep and the next tick's steps:
@@ -317,10 +319,29 @@ class Clock:
 
     def _wait_gated(self, wake: float, budget: float) -> None:
         """Sleep in the watch, checking the gates in C, until Python work is
-        due, a gate fails (its shield is due now) or the bell rings."""
-        failed = self.watch.run(wake, self.bell.fd, budget, self.alarm)
+        due, a gate fails (its shield is due now) or the bell rings. Should
+        the watch itself fail, every gate is dropped and the shields are
+        stepped as usual: the clock never stops for it."""
+        try:
+            failed = self.watch.run(wake, self.bell.fd, budget, self.alarm)
+        except Exception as err:
+            self.watch_failed = True
+            for runner in self.runners:
+                if runner.gated_at is not None:
+                    self._disarm(runner)
+                    runner.due = 0.0
+            self.writer.emit("error", "err", resource="clock", reason=f"calm watch: {type(err).__name__}: {err}")
+            return
         if failed >= 0:
             self.gate_owner[failed].due = 0.0
+        self._drop_stale_gates()
+        for runner in self.runners:
+            # A gate that passed is a reading made: the watchdog sees the shield alive.
+            if runner.gated_at is not None:
+                runner.shield.last_step = min(self.watch.checked(i) for i in runner.gates.values()
+                                              if self.watch.armed(i))
+
+    def _drop_stale_gates(self) -> None:
         for runner in self.runners:
             # Released to its own thread, or stepped there since: its gates are stale.
             if runner.gated_at is not None and (not runner.on_clock or runner.steps != runner.gated_at):
@@ -329,6 +350,8 @@ class Clock:
     def _gate(self, runner: ShieldRunner, now: float) -> None:
         """After a calm step on the clock: arm the shield's gates, if it has
         any, and step it only for its housekeeping (or when one fails)."""
+        if self.watch_failed:
+            return
         try:
             gates = runner.shield.calm_gates()
         except Exception as err:
@@ -404,13 +427,15 @@ class Clock:
     def release(self) -> None:
         """The clock missed its deadline (on the main thread, from SIGALRM):
         every shield it is not stepping now goes to its own thread, and stays
-        there until the clock ticks again."""
+        there until the clock ticks again. A gated shield is due within its
+        interval there, as its gates were (not at its housekeeping)."""
         self.overdue = True
         for runner in self.runners:
             if runner.on_clock and runner.lock.acquire(blocking=False):
                 try:
                     released = runner.on_clock
                     runner.on_clock = False
+                    runner.due = min(runner.due, time.monotonic() + runner.shield.interval)
                 finally:
                     runner.lock.release()
                 if released:

@@ -112,7 +112,7 @@ results.append(watch.check(index))
 print(results)
 """
     out = subprocess.run(["unshare", "--net", sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=30)
+                         text=True, timeout=30, cwd="/")      # the installed package, not the tree
     assert out.stdout.strip() == "[True, False, True, False]", out.stderr
 
 
@@ -217,3 +217,42 @@ def test_while_the_cpu_gate_passes_no_cpu_condition_holds_and_the_shield_resumes
     assert reading["busy"] == pytest.approx(0.0 if passes else busy_ticks / 100)
     if passes:
         assert not shield.conditions(reading)[0]
+
+
+def test_the_watch_grows_for_as_many_gates_as_the_shields_offer(tmp_path):
+    watch = CalmWatch(capacity=2)
+    indices = [watch.add(STATVFS, str(tmp_path), 5.0) for _ in range(40)]
+    for index in indices:
+        watch.arm(index, 0, time.monotonic(), 0)
+    assert indices == list(range(40)) and all(watch.check(i) for i in indices)
+    watch.close()
+
+
+# ------------------------------------------------------------ hostile files
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from oorkiller.proc.tables import parse_task_count  # noqa: E402
+
+FIELD = st.one_of(st.integers(0, 10**7).map(str), st.sampled_from(["", "-1", "x", "9" * 30, "1/", "/5"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.lists(FIELD, min_size=0, max_size=6), slash=st.booleans(),
+       limit=st.integers(0, 10**7))
+def test_the_task_gate_agrees_with_the_shields_parser_on_any_loadavg(tmp_path, fields, slash, limit):
+    text = " ".join(fields[:3]) + (" " + "/".join(fields[3:5]) if slash else " " + " ".join(fields[3:]))
+    path = tmp_path / "loadavg"
+    path.write_bytes(text.encode() + b"\n")
+    watch, index = gate(TASKS, str(path), limit)
+    try:
+        calm = parse_task_count(text.encode()) < limit
+    except ValueError:
+        calm = False                         # the shield's step fails on it: not calm
+    passed = watch.check(index)
+    watch.close()
+    # The gate never passes where the shield's own reading would not be calm...
+    assert calm or not passed, text
+    # ...and on the kernel's own layout (numbers that fit) it says exactly the same.
+    well_formed = slash and len(fields) >= 5 and all(f.isdigit() and int(f) < 1 << 64 for f in fields[:5])
+    if well_formed:
+        assert passed == calm, text

@@ -247,3 +247,22 @@ def test_a_gated_shield_is_still_stepped_for_its_housekeeping(tmp_path):
     gaps = [b - a for (a, _), (b, _) in zip(shield.steps[1:], shield.steps[2:])]
     assert 4 <= len(shield.steps) <= 10, shield.steps
     assert all(gap > 0.25 for gap in gaps), gaps
+
+
+def test_a_gated_shield_released_from_a_stuck_clock_is_stepped_on_time_on_its_own_thread(tmp_path):
+    number = tmp_path / "number"
+    number.write_text("1\n")
+    gated = GatedShield("memory", number, interval=0.1)
+    slow = FakeShield("cpu", interval=0.1)
+
+    def slow_step(now, step=slow.step):
+        slow.work = 0.8 if len(slow.steps) == 6 else 0.0     # one calm step that hangs
+        return step(now)
+
+    slow.step = slow_step
+    run([gated, slow], 2.0)
+    hang = slow.steps[5][0]
+    during = [at for at, name in gated.steps if hang < at < hang + 0.8 and name == "oork-memory"]
+    # gated before the hang; released, it is stepped within its interval, not its housekeeping
+    assert during and during[0] - hang < 0.35, gated.steps
+    assert not gated.overlapped

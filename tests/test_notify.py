@@ -269,6 +269,20 @@ def test_the_daemon_says_ready_pings_while_healthy_and_says_stopping(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
+def test_a_calm_daemon_keeps_pinging_while_its_gates_stand_in_for_the_steps(tmp_path):
+    # Calm, every shield is looked at by its gates in C, not stepped; a gate
+    # that passed is a fresh reading, so no shield is ever called stalled.
+    fake, rc, stderr = run_daemon_under_fake_systemd(tmp_path, seconds=9.0)
+    pings = fake.times_of("WATCHDOG=1")
+    assert rc == 0, stderr
+    assert len(pings) >= 14, pings                           # every 0.5 s for 9 s
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert max(gaps) < 1.0, gaps
+    assert fake.messages[-1][0] - pings[-1] < 1.0            # until the very end
+    assert not any("stalled" in text for _, text in fake.messages)
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
 def test_the_daemon_stops_pinging_when_its_memory_monitor_hangs(tmp_path):
     fake, rc, stderr = run_daemon_under_fake_systemd(tmp_path, seconds=9.0, hang_after=1.0)
     pings = fake.times_of("WATCHDOG=1")

@@ -158,6 +158,7 @@ cdef struct Gate:
     int armed
     double every             # seconds between two checks
     double due               # monotonic time of the next check
+    double checked           # monotonic time of the last check that passed (or of arming)
     double limit
     double second            # STATVFS: the free inodes' limit
     double rate              # MEM_AVAILABLE: the fall (bytes/s) to allow for at least
@@ -349,9 +350,17 @@ cdef class CalmWatch:
         seconds once armed; its index. OSError when the file cannot be opened."""
         if kind < K_MEM_AVAILABLE or kind > K_KMSG_QUIET:
             raise ValueError(f"no such gate kind: {kind}")
-        if self.gates == NULL or self.count == self.capacity:
-            raise ValueError("the calm watch is full or closed")
+        cdef Gate *grown
+        if self.gates == NULL:
+            raise ValueError("the calm watch is closed")
+        if self.count == self.capacity:        # never inside run(): same thread
+            grown = <Gate *>realloc(self.gates, 2 * self.capacity * sizeof(Gate))
+            if grown == NULL:
+                raise MemoryError()
+            memset(&grown[self.capacity], 0, self.capacity * sizeof(Gate))
+            self.gates, self.capacity = grown, 2 * self.capacity
         cdef bytes encoded = os.fsencode(path)
+        cdef Gate *g
         if kind == K_STATVFS:
             os.statvfs(encoded)      # OSError names the path
             fd = -1
@@ -363,7 +372,7 @@ cdef class CalmWatch:
             fd = os.open(encoded, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         else:
             fd = os.open(encoded, os.O_RDONLY | os.O_CLOEXEC)
-        cdef Gate *g = &self.gates[self.count]
+        g = &self.gates[self.count]
         self.count += 1              # from here on, freed with the others
         g.kind, g.fd, g.every, g.armed = kind, fd, every, 0
         g.size = FIRST_SIZE
@@ -417,7 +426,7 @@ cdef class CalmWatch:
             if pp_parse_cpustat(g.prev_buf, n, &g.prev) < 0:
                 raise ValueError("not /proc/stat content: no aggregate 'cpu ' line")
             g.prev_len = <size_t>n
-        g.limit, g.due, g.armed = limit, due, 1
+        g.limit, g.due, g.armed, g.checked = limit, due, 1, monotonic()
 
     def reset(self, int index):
         """Before the shield's own step: a quiet gate forgets what happened so
@@ -434,6 +443,11 @@ cdef class CalmWatch:
 
     def armed(self, int index):
         return bool(self._gate(index).armed)
+
+    def checked(self, int index):
+        """When gate `index` last passed a check in `run` (or was armed):
+        the shield's reading is that fresh (the watchdog's liveness)."""
+        return self._gate(index).checked
 
     def previous(self, int index):
         """A CPU gate's last reading that passed, as the bytes of /proc/stat."""
@@ -494,6 +508,7 @@ cdef class CalmWatch:
                 if now >= g.due - C_SLACK:
                     if not passes(g, now):
                         return i
+                    g.checked = now
                     g.due = now + g.every
                 if g.due < wake:
                     wake = g.due

@@ -248,8 +248,10 @@ static inline int pp_parse_task_total(const char *buf, size_t n, uint64_t *out)
     if (p >= end || *p != '/')
         return -1;
     const char *start = p + 1;
-    p = pp_u64(start, end, out);
-    return p == start ? -1 : 0;
+    if (start >= end || *start < '0' || *start > '9')
+        return -1;                    /* "N/" then a blank: not the kernel's layout */
+    pp_u64(start, end, out);
+    return 0;
 }
 
 /* ---- /proc/pressure/{memory,cpu,io} ---- */
