@@ -171,3 +171,31 @@ def test_candidates_escape_cgroup_paths_and_reasons_too():
     text = out.getvalue()
     assert not any(ch in text for ch in ESCAPES), repr(text)
     assert "/user.slice/evil\\x1b]0;t\\x07\\xff" in text and "a\\x1b[31m" in text
+
+
+def test_the_daemon_starts_without_what_only_the_command_line_needed(tmp_path):
+    """argparse would ask shutil for the terminal's width, and shutil loads
+    the bz2, lzma and zlib libraries: a daemon that locks its memory for
+    months must not carry them."""
+    import time
+    import yaml
+    from sandbox import base_config
+    config = base_config(memory={"enabled": True})
+    config["log"] = {"kmsg": False, "stderr": True, "level": "info"}
+    path = tmp_path / "oorkiller.yaml"
+    path.write_text(yaml.safe_dump(config))
+    unshare = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                                *oorkiller_command(), "run", "-c", str(path), "--dry-run"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "start" in unshare.stderr.readline()
+        time.sleep(0.5)
+        with open(f"/proc/{unshare.pid}/task/{unshare.pid}/children") as f:
+            [daemon] = f.read().split()
+        with open(f"/proc/{daemon}/maps") as f:
+            libraries = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+        assert not [lib for lib in libraries if re.search(r"lib(lzma|bz2)|_(lzma|bz2)\.", lib)], libraries
+        assert any("_calm" in lib for lib in libraries)          # the daemon's own are there
+    finally:
+        unshare.kill()
+        unshare.wait(10)

@@ -2,7 +2,7 @@
 print-default-config, install-service, uninstall-service. Exit codes: 0 fine, 2 bad config or usage, 1 fatal."""
 from __future__ import annotations
 
-import argparse
+import gc
 import os
 import sys
 import time
@@ -32,8 +32,23 @@ def make_writer(config, to_kmsg: bool | None = None):
     return RecordWriter(kmsg=kmsg, stderr=config.log.stderr)
 
 
+# Modules only the parsing of the command line used. The daemon runs for
+# months with its memory locked; it starts without them.
+PARSING_ONLY = ("argparse", "gettext", "oorkiller.cli.events")
+
+
+def forget_the_command_line() -> None:
+    """Drop the parsing-only modules (imported again if ever needed) and
+    collect them now, before the daemon locks its memory."""
+    for name in PARSING_ONLY:
+        sys.modules.pop(name, None)
+    globals().pop("events", None)    # the package's handle on oorkiller.cli.events
+    gc.collect()
+
+
 # ---------------------------------------------------------------- commands
 def cmd_run(args) -> int:
+    forget_the_command_line()
     from oorkiller.daemon import Daemon
     config, path = resolve_config(args.config)
     writer = make_writer(config)
@@ -143,10 +158,26 @@ def _jsonable(value):
 
 
 # ---------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oorkiller", description="Out Of Resource killer")
+def help_formatter(prog):
+    """argparse's own formatter, told the terminal's width as shutil would
+    find it: argparse asks shutil otherwise, which loads the bz2, lzma and
+    zlib libraries into a daemon that never compresses anything."""
+    import argparse
+    try:
+        columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (ValueError, OSError, AttributeError):
+        columns = 80
+    return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
+
+
+def build_parser():
+    import argparse                  # imported here: the daemon drops it (forget_the_command_line)
+    parser = argparse.ArgumentParser(prog="oorkiller", description="Out Of Resource killer",
+                                     formatter_class=help_formatter)
     parser.add_argument("--version", action="version", version=f"oorkiller {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=lambda **kw: argparse.ArgumentParser(
+                                    formatter_class=help_formatter, **kw))
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("-c", "--config")
