@@ -33,7 +33,7 @@ from oorkiller.act.hooks import Hooks
 from oorkiller.act.signals import alive, send
 from oorkiller.config import ConfigError, config_warnings, load_config
 from oorkiller.judge.rules import RuleSet
-from oorkiller.proc._calm import CPU_BUSY, STATVFS, CalmWatch
+from oorkiller.proc._calm import CalmWatch
 from oorkiller.proc._proctable import raise_fd_limit
 from oorkiller.proc.targets import Target
 from oorkiller.record import metrics
@@ -47,7 +47,6 @@ CLOCK_SLACK = 0.05           # a calm shield due this soon is stepped in the sam
 SLOW_STEP = 0.1              # seconds: a step this long leaves the clock, even a calm one
 CLOCK_LATE = 2.0             # seconds past its planned tick before the main thread takes
                              # over the watchdog pings from a stuck clock
-KEEPING = (CPU_BUSY, STATVFS)  # gates whose readings the shield hears of (Shield.resume)
 
 
 def rehearse_kill_path() -> None:
@@ -338,8 +337,8 @@ class Clock:
         for runner in self.runners:
             # A gate that passed is a reading made: the watchdog sees the shield alive.
             if runner.gated_at is not None:
-                runner.shield.last_step = min(self.watch.checked(i) for i in runner.gates.values()
-                                              if self.watch.armed(i))
+                runner.shield.last_step = min((self.watch.checked(i) for i in runner.gates.values()
+                                               if self.watch.armed(i)), default=runner.shield.last_step)
 
     def _drop_stale_gates(self) -> None:
         for runner in self.runners:
@@ -364,8 +363,8 @@ class Clock:
             indices = [self._gate_index(runner, kind, path) for kind, path, *_ in gates]
             if len(runner.gates) > known:
                 return       # a new quiet gate was not reset before this step: armed after the next
-            for index, (_, _, limit, *rate) in zip(indices, gates):
-                self.watch.arm(index, limit, now + runner.shield.interval, *rate)
+            for index, (_, _, limit, *second) in zip(indices, gates):
+                self.watch.arm(index, limit, now + runner.shield.interval, *second)
         except (OSError, ValueError) as err:     # a file gone, a full watch: step as usual
             self._disarm(runner)
             runner.record_error(err, now)
@@ -389,11 +388,8 @@ class Clock:
         if runner.steps != runner.gated_at:     # stepped on its own thread since
             self._disarm(runner)
             return
-        kept = {}
-        for (kind, path), index in runner.gates.items():
-            if kind in KEEPING and self.watch.armed(index):
-                previous = self.watch.previous(index) if kind == CPU_BUSY else None
-                kept[(kind, path)] = (previous, self.watch.history(index))
+        kept = {key: self.watch.kept(index) for key, index in runner.gates.items()}
+        kept = {key: value for key, value in kept.items() if value is not None}
         self._disarm(runner)
         runner.shield.resume(kept)
 

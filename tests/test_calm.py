@@ -211,7 +211,7 @@ def test_while_the_cpu_gate_passes_no_cpu_condition_holds_and_the_shield_resumes
                                      procs_running=9))
     passes = watch.check(index)
     assert passes == (busy_ticks < 90)
-    shield.resume({(kind, path): (watch.previous(index), watch.history(index))})
+    shield.resume({(kind, path): watch.kept(index)})
     reading = shield.read(101.0)
     # The shield measures from the gate's last passed reading, as if it had taken it.
     assert reading["busy"] == pytest.approx(0.0 if passes else busy_ticks / 100)

@@ -145,7 +145,7 @@ KMSG_QUIET = K_KMSG_QUIET
 
 cdef enum:
     FIRST_SIZE = 4096
-    HISTORY = 512            # CPU readings kept: `for` up to 8 minutes at 1 s
+    HISTORY = 512            # readings a CPU or STATVFS gate keeps: 8 minutes at 1 s
 
 SLACK = 0.05                 # a gate due this soon is checked in the same tick
 cdef double C_SLACK = SLACK
@@ -160,8 +160,8 @@ cdef struct Gate:
     double due               # monotonic time of the next check
     double checked           # monotonic time of the last check that passed (or of arming)
     double limit
-    double second            # STATVFS: the free inodes' limit
-    double rate              # MEM_AVAILABLE: the fall (bytes/s) to allow for at least
+    double second            # MEM_AVAILABLE: the fall (bytes/s) to allow for at least;
+                             # STATVFS: the free inodes' limit
     double prev_value        # MEM_AVAILABLE: the previous check's figure, and when
     double prev_at
     char *buf                # the latest reading
@@ -270,7 +270,7 @@ cdef int passes(Gate *g, double now) noexcept nogil:
         if pp_parse_meminfo(g.buf, n, &mem) < 0:
             return 0
         headroom = <double>mem.available - g.limit
-        fall = g.rate
+        fall = g.second
         if now > g.prev_at and (g.prev_value - <double>mem.available) / (now - g.prev_at) > fall:
             fall = (g.prev_value - <double>mem.available) / (now - g.prev_at)
         g.prev_value, g.prev_at = <double>mem.available, now
@@ -416,7 +416,7 @@ cdef class CalmWatch:
                 raise OSError(errno, os.strerror(errno))
             if pp_parse_meminfo(g.buf, n, &mem) < 0:
                 raise ValueError("not /proc/meminfo content: no MemTotal line")
-            g.prev_value, g.prev_at, g.rate = <double>mem.available, monotonic(), second
+            g.prev_value, g.prev_at = <double>mem.available, monotonic()
         g.second = second
         g.hist_start = g.hist_len = 0
         if g.kind == K_CPU_BUSY:
@@ -473,8 +473,17 @@ cdef class CalmWatch:
                 out.append((g.hist_at[slot], int(g.hist_busy[slot]), int(g.hist_runnable[slot])))
         return out
 
+    def kept(self, int index):
+        """What an armed gate kept for its shield's next step (`Shield.resume`):
+        a CPU gate's (last /proc/stat that passed, history), a STATVFS gate's
+        (None, history); None for the other kinds and for a disarmed gate."""
+        cdef Gate *g = self._gate(index)
+        if not g.armed or g.hist_at == NULL:
+            return None
+        return (self.previous(index) if g.kind == K_CPU_BUSY else None, self.history(index))
+
     def check(self, int index):
-        """Check one gate now (tests and `candidates`); True: still calm."""
+        """Check one gate now, outside `run` (tests, the bench); True: still calm."""
         cdef Gate *g = self._gate(index)
         return bool(passes(g, monotonic()))
 

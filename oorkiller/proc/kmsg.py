@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from oorkiller.proc._calm import KMSG_QUIET
+
 KMSG_READS_PER_STEP = 20000  # bound the work of one look when the log is flooded
 
 
@@ -81,7 +83,6 @@ class KernelLogWatch:
         reads the log and has read all it has (proc/_calm.pyx)."""
         if self.fd is None or self.more:
             return None
-        from oorkiller.proc._calm import KMSG_QUIET
         return (KMSG_QUIET, self.path, 0.0)
 
     def close(self) -> None:

@@ -67,7 +67,7 @@ class NetworkShield(Shield):
         namespace's own. Open vSwitch starting later is seen at the next
         housekeeping step."""
         kmsg = self.kmsg.quiet_gate()
-        if (self.current or self.kernel_seen or self.uses_ovs or self.decisions or kmsg is None
+        if (self.current or self.kernel_seen or self.uses_ovs or kmsg is None
                 or self.context.sys_root != "/sys"):
             return None
         return [(LINKS_QUIET, "rtnetlink", 0.0), kmsg]
