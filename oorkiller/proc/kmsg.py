@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 
-from oorkiller.proc._calm import KMSG_QUIET
-
 KMSG_READS_PER_STEP = 20000  # bound the work of one look when the log is flooded
 
 
@@ -83,6 +81,9 @@ class KernelLogWatch:
         reads the log and has read all it has (proc/_calm.pyx)."""
         if self.fd is None or self.more:
             return None
+        # Imported here: the record reader (`oorkiller events`, check-config)
+        # imports this module and must not need the daemon's calm watch.
+        from oorkiller.proc._calm import KMSG_QUIET
         return (KMSG_QUIET, self.path, 0.0)
 
     def close(self) -> None:
