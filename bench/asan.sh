@@ -46,7 +46,7 @@ static void run_all(const char *buf, size_t n)
     pp_pidstat st; pp_pidio io; pp_pidstatus status;
     volatile uint64_t sink = 0;
     if (pp_parse_meminfo(buf, n, &mi) == 0) sink += mi.total + mi.available;
-    if (pp_parse_cpustat(buf, n, &cs) == 0) sink += cs.ticks[0] + cs.ncpu;
+    if (pp_parse_cpustat(buf, n, &cs) == 0) sink += cs.ticks[0] + cs.ncpu + cs.forks + cs.has_forks;
     if (pp_parse_loadavg(buf, n, load) == 0) sink += (uint64_t)(load[0] >= 0);
     if (pp_parse_psi(buf, n, &psi) == 0) sink += psi.some_total;
     if (pp_parse_pidstat(buf, n, &st) == 0) {
@@ -119,7 +119,7 @@ static const char *const TOKENS[] = {
     "-9223372036854775808", "-18446744073709551615", "-", ")", "(", ":", " kB",
     "\n", "\0", "\\", "\\0", "\\04", "\\777", " - ", "0.", ".", "=", "avg10=",
     "total=", "some ", "full ", "cpu ", "cpu0 ", "Uid:", "MemTotal:", "MemAvailable:",
-    "999999999999999999999999999999999999999.99999999999999999999999999",
+    "processes ", "procs_running ", "999999999999999999999999999999999999999.99999999999999999999999999",
 };
 
 static size_t mutate(const char *src, size_t n, char *out)
@@ -178,7 +178,7 @@ int main(int argc, char **argv)
     static const char *const edge[] = {
         "", ")", "(", "()", "1 ()", "1 () R", "1 (a) R 1 1 1", ":", "\n\n\n",
         "MemTotal:", "MemTotal: 18446744073709551615 kB\n",
-        "Uid:", "Uid:\t-1\t-1\n", "cpu ", "cpu  1 2 3\ncpu0", "some avg10=", "some avg10=1.",
+        "Uid:", "Uid:\t-1\t-1\n", "cpu ", "cpu  1 2 3\ncpu0", "cpu 1\nprocesses ", "cpu 1\nprocesses 18446744073709551616", "some avg10=", "some avg10=1.",
         "1 2 3:4 / / rw - x y z", "1 2 3:4 \\04 \\0 rw - \\ \\7 z\n",
         "1 (x) R -9223372036854775808 -9223372036854775808 -99999999999999999999 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 -1 -1",
         "   8  0 sda 1 2 3 4 5 6 7 8 9 10 11",

@@ -62,12 +62,13 @@ def meminfo_text(total_kib=16 << 20, free_kib=8 << 20, available_kib=12 << 20,
     return ("\n".join(lines) + "\n").encode()
 
 
-def cpu_stat_text(ticks=(100, 1, 50, 1000, 5, 0, 2, 0, 0, 0), ncpu=2, procs_running=1):
-    """/proc/stat; `procs_running` counts the reader itself, as the kernel's does."""
+def cpu_stat_text(ticks=(100, 1, 50, 1000, 5, 0, 2, 0, 0, 0), ncpu=2, procs_running=1, forks=4242):
+    """/proc/stat; `procs_running` counts the reader itself, as the kernel's does;
+    `forks` is "processes", the tasks created since boot."""
     total = "cpu  " + " ".join(str(t) for t in ticks)
     per_cpu = [f"cpu{i} " + " ".join(str(t // max(ncpu, 1)) for t in ticks) for i in range(ncpu)]
     return ("\n".join([total, *per_cpu, "intr 12345 0 0", "ctxt 999", "btime 1700000000",
-                       "processes 4242", f"procs_running {procs_running}", "procs_blocked 0"]) + "\n").encode()
+                       f"processes {forks}", f"procs_running {procs_running}", "procs_blocked 0"]) + "\n").encode()
 
 
 def psi_text(some=(0.0, 0.0, 0.0, 0), full=(0.0, 0.0, 0.0, 0)):

@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fakeproc import FakeProc, cpu_stat_text, meminfo_text
 from oorkiller.config import load_config_text
@@ -17,6 +19,7 @@ from oorkiller.judge.rules import RuleSet
 from oorkiller.proc._calm import (COUNT, CPU_BUSY, KMSG_QUIET, LINKS_QUIET, MEM_AVAILABLE, STATVFS,
                                   TASKS, CalmWatch)
 from oorkiller.proc._readers import parse_cpu_stat
+from oorkiller.proc.tables import parse_task_count
 from oorkiller.shields.base import Context
 
 GiB = 1 << 30
@@ -219,6 +222,85 @@ def test_while_the_cpu_gate_passes_no_cpu_condition_holds_and_the_shield_resumes
         assert not shield.conditions(reading)[0]
 
 
+# ------------------------------------------------------------ the task gate's fork bound
+def task_and_cpu_gates(tmp_path, total, forks, limit):
+    """A task gate and a CPU gate on a fixture tree; the task gate is added
+    first, and is still checked after the CPU gate in a tick."""
+    tree = FakeProc(tmp_path / "proc")
+    tree.write("loadavg", f"0.00 0.00 0.00 1/{total} 999\n".encode())
+    tree.write("stat", cpu_stat_text(forks=forks))
+    watch = CalmWatch()
+    tasks = watch.add(TASKS, str(tmp_path / "proc/loadavg"), 1.0)
+    cpu = watch.add(CPU_BUSY, str(tmp_path / "proc/stat"), 1.0)
+    watch.arm(cpu, 1.01, time.monotonic())
+    watch.arm(tasks, limit, time.monotonic())
+    return tree, watch, tasks
+
+
+def test_the_task_gate_bounds_the_total_by_the_forks_counted_since_it_read_it(tmp_path):
+    tree, watch, tasks = task_and_cpu_gates(tmp_path, total=100, forks=1000, limit=150)
+    assert watch.sweep() == -1 and watch.reads(tasks) == 1      # the first tick reads the total
+    tree.write("stat", cpu_stat_text(forks=1049))
+    assert watch.sweep() == -1 and watch.reads(tasks) == 1      # 100 + 49 new < 150: no read
+    tree.write("loadavg", b"0.00 0.00 0.00 1/120 999\n")
+    tree.write("stat", cpu_stat_text(forks=1050))
+    assert watch.sweep() == -1 and watch.reads(tasks) == 2      # 100 + 50 could be 150: read 120
+    tree.write("stat", cpu_stat_text(forks=1079))
+    assert watch.sweep() == -1 and watch.reads(tasks) == 2      # from 120 on: 120 + 29 < 150
+    tree.write("loadavg", b"0.00 0.00 0.00 1/150 999\n")
+    tree.write("stat", cpu_stat_text(forks=1080))
+    assert watch.sweep() == tasks and watch.reads(tasks) == 3   # 150 read: at the level, it fails
+
+
+def test_without_the_cpu_gate_in_its_tick_the_task_gate_reads_the_total_every_time():
+    watch, index = gate(TASKS, "/proc/loadavg", 1 << 40)
+    for reads in (1, 2, 3):
+        assert watch.sweep() == -1 and watch.reads(index) == reads
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=25),
+       start=st.integers(0, 200), headroom=st.integers(1, 120))
+def test_the_task_gate_never_passes_once_the_real_total_reaches_its_limit(tmp_path, steps, start,
+                                                                          headroom):
+    """Whatever tasks are created and end between ticks, a tick at or over the
+    limit fails: the forks counted never miss a new task."""
+    total, forks, limit = start, 10_000, start + headroom
+    tree, watch, tasks = task_and_cpu_gates(tmp_path, total, forks, limit)
+    for created, ended in steps:
+        total, forks = max(total + created - ended, 0), forks + created
+        tree.write("stat", cpu_stat_text(forks=forks))
+        tree.write("loadavg", f"0.00 0.00 0.00 1/{total} 999\n".encode())
+        failed = watch.sweep()
+        assert (failed == tasks) == (total >= limit), (total, limit)
+        if failed == tasks:
+            break
+    watch.close()
+
+
+def test_on_the_real_kernel_new_threads_fail_the_task_gate_and_a_quiet_tick_reads_nothing():
+    watch = CalmWatch()
+    cpu = watch.add(CPU_BUSY, "/proc/stat", 1.0)
+    watch.arm(cpu, 1.01, 0.0)
+    with open("/proc/loadavg", "rb") as f:
+        total = parse_task_count(f.read())
+    tasks = watch.add(TASKS, "/proc/loadavg", 1.0)
+    watch.arm(tasks, total + 60, 0.0)
+    assert watch.sweep() == -1 and watch.reads(tasks) == 1
+    assert watch.sweep() == -1 and watch.reads(tasks) == 1      # the kernel's fork count is read
+    release = threading.Event()
+    sleepers = [threading.Thread(target=release.wait) for _ in range(120)]
+    try:
+        for thread in sleepers:
+            thread.start()
+        assert watch.sweep() == tasks                           # 120 more tasks than 60 allowed
+    finally:
+        release.set()
+        for thread in sleepers:
+            thread.join()
+    watch.close()
+
+
 def test_the_watch_grows_for_as_many_gates_as_the_shields_offer(tmp_path):
     watch = CalmWatch(capacity=2)
     indices = [watch.add(STATVFS, str(tmp_path), 5.0) for _ in range(40)]
@@ -229,9 +311,6 @@ def test_the_watch_grows_for_as_many_gates_as_the_shields_offer(tmp_path):
 
 
 # ------------------------------------------------------------ hostile files
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from oorkiller.proc.tables import parse_task_count  # noqa: E402
 
 FIELD = st.one_of(st.integers(0, 10**7).map(str), st.sampled_from(["", "-1", "x", "9" * 30, "1/", "/5"]))
 

@@ -40,7 +40,14 @@ Gates (the limit's unit):
   nothing to read; the path is not used);
 - KMSG_QUIET: the kernel log (/dev/kmsg at the path) got no new record
   since the gate was armed;
-- TASKS: the task total of /proc/loadavg below the limit;
+- TASKS: the task total of /proc/loadavg below the limit. A task is only
+  ever created by a fork or clone, and the kernel counts every one of them
+  in /proc/stat's "processes", so the total now is at most the total read
+  before plus the forks since. In a tick in which the CPU gate read
+  /proc/stat anyway, that bound answers without reading /proc/loadavg while
+  it stays below the limit; when it does not, /proc/loadavg is read and the
+  bound starts again from it. (The bound holds a fork made between the two
+  readings twice, never zero times: /proc/stat is read first.)
 - COUNT: the first number of the file below the limit (file-nr's allocated
   files, nf_conntrack_count).
 
@@ -145,6 +152,7 @@ KMSG_QUIET = K_KMSG_QUIET
 
 cdef enum:
     FIRST_SIZE = 4096
+    NUMBER_SIZE = 128        # a line of numbers: a sysctl read allocates what is asked for
     HISTORY = 512            # readings a CPU or STATVFS gate keeps: 8 minutes at 1 s
 
 SLACK = 0.05                 # a gate due this soon is checked in the same tick
@@ -174,6 +182,16 @@ cdef struct Gate:
     double *hist_busy        # ... busy share | free bytes
     double *hist_runnable    # ... runnable tasks | free inodes
     int hist_start, hist_len
+    # TASKS only: a total read and the fork count read just before it
+    uint64_t base_total, base_forks
+    int has_base
+    unsigned long reads      # times the gate read its file (TASKS: bound not enough)
+
+
+cdef struct Tick:
+    # What one tick's checks read that another gate of the same tick may use.
+    uint64_t forks           # /proc/stat "processes", read by the CPU gate
+    int has_forks
 
 
 cdef inline double monotonic() noexcept nogil:
@@ -241,7 +259,24 @@ cdef int rtnetlink_links() noexcept nogil:
     return fd
 
 
-cdef int passes(Gate *g, double now) noexcept nogil:
+cdef int tasks_pass(Gate *g, Tick *tick) noexcept nogil:
+    """The TASKS gate: the fork bound when this tick has the fork count,
+    else (or when the bound reaches the limit) /proc/loadavg itself."""
+    cdef uint64_t total
+    cdef ssize_t n
+    if (tick.has_forks and g.has_base and tick.forks >= g.base_forks
+            and <double>(g.base_total + (tick.forks - g.base_forks)) < g.limit):
+        return 1
+    n = fill(g.fd, &g.buf, &g.size)
+    g.reads += 1
+    if n < 0 or pp_parse_task_total(g.buf, n, &total) < 0 or <double>total >= g.limit:
+        return 0
+    if tick.has_forks:           # read before the total: the pair is a sound bound
+        g.base_total, g.base_forks, g.has_base = total, tick.forks, 1
+    return 1
+
+
+cdef int passes(Gate *g, double now, Tick *tick) noexcept nogil:
     """Read the gate's file once and compare; 1: still calm."""
     cdef ssize_t n
     cdef pp_meminfo mem
@@ -263,7 +298,10 @@ cdef int passes(Gate *g, double now) noexcept nogil:
             return 0
         remember(g, now, <double>fs.f_bavail * fs.f_frsize, <double>fs.f_favail)
         return 1
+    if g.kind == K_TASKS:
+        return tasks_pass(g, tick)
     n = fill(g.fd, &g.buf, &g.size)
+    g.reads += 1
     if n < 0:
         return 0                 # the shield's own step reads it and says why
     if g.kind == K_MEM_AVAILABLE:
@@ -279,8 +317,6 @@ cdef int passes(Gate *g, double now) noexcept nogil:
         if pp_parse_psi(g.buf, n, &psi) < 0:
             return 0
         return (psi.some_avg[0] if g.kind == K_PSI_SOME else psi.full_avg[0]) < g.limit
-    if g.kind == K_TASKS:
-        return pp_parse_task_total(g.buf, n, &value) == 0 and <double>value < g.limit
     if g.kind == K_COUNT:
         if pp_u64(g.buf, g.buf + n, &value) == g.buf:
             return 0
@@ -288,6 +324,7 @@ cdef int passes(Gate *g, double now) noexcept nogil:
     if g.kind == K_CPU_BUSY:
         if pp_parse_cpustat(g.buf, n, &cur) < 0:
             return 0
+        tick.forks, tick.has_forks = cur.forks, cur.has_forks
         busy = pp_busy_fraction(&g.prev, &cur)
         if busy >= g.limit:
             return 0             # the shield judges from `previous` itself
@@ -375,7 +412,7 @@ cdef class CalmWatch:
         g = &self.gates[self.count]
         self.count += 1              # from here on, freed with the others
         g.kind, g.fd, g.every, g.armed = kind, fd, every, 0
-        g.size = FIRST_SIZE
+        g.size = NUMBER_SIZE if kind == K_TASKS or kind == K_COUNT else FIRST_SIZE
         g.buf = <char *>malloc(g.size)
         if g.buf == NULL:
             raise MemoryError()
@@ -419,6 +456,7 @@ cdef class CalmWatch:
             g.prev_value, g.prev_at = <double>mem.available, monotonic()
         g.second = second
         g.hist_start = g.hist_len = 0
+        g.has_base = 0           # the bound starts again from a reading of the total
         if g.kind == K_CPU_BUSY:
             n = fill(g.fd, &g.prev_buf, &g.prev_size)
             if n < 0:
@@ -482,10 +520,28 @@ cdef class CalmWatch:
             return None
         return (self.previous(index) if g.kind == K_CPU_BUSY else None, self.history(index))
 
+    def reads(self, int index):
+        """How many times gate `index` has read its file (a TASKS gate does
+        only when its fork bound is not enough)."""
+        return self._gate(index).reads
+
     def check(self, int index):
-        """Check one gate now, outside `run` (tests, the bench); True: still calm."""
+        """Check one gate now, alone, outside `run` (tests, the bench); True:
+        still calm."""
         cdef Gate *g = self._gate(index)
-        return bool(passes(g, monotonic()))
+        cdef Tick tick
+        tick.has_forks = 0
+        return bool(passes(g, monotonic(), &tick))
+
+    def sweep(self):
+        """Check every armed gate now, as one tick of `run` does (tests, the
+        bench): the index of the first that fails, or -1."""
+        cdef int i
+        if self.gates == NULL:
+            raise ValueError("the calm watch is closed")
+        for i in range(self.count):
+            self.gates[i].due = 0.0
+        return self._tick(monotonic(), NULL)
 
     def run(self, double until, int bell_fd, double budget=0.0, bint alarm=False):
         """Check the armed gates when due and sleep between them, until a gate
@@ -499,10 +555,31 @@ cdef class CalmWatch:
             result = self._run(until, bell_fd, budget, alarm)
         return result
 
+    cdef int _tick(self, double now, double *wake) noexcept nogil:
+        """Check the gates due at `now`; the index of one that fails, or -1
+        with *wake lowered to the next gate's due time. TASKS gates go last,
+        so they may use the fork count the CPU gate read in the same tick."""
+        cdef int i, last
+        cdef Gate *g
+        cdef Tick tick
+        tick.has_forks = 0
+        for last in range(2):
+            for i in range(self.count):
+                g = &self.gates[i]
+                if not g.armed or (g.kind == K_TASKS) != last:
+                    continue
+                if now >= g.due - C_SLACK:
+                    if not passes(g, now, &tick):
+                        return i
+                    g.checked = now
+                    g.due = now + g.every
+                if wake != NULL and g.due < wake[0]:
+                    wake[0] = g.due
+        return -1
+
     cdef int _run(self, double until, int bell_fd, double budget, bint alarm) noexcept nogil:
         cdef double now, wake
-        cdef int i, ready
-        cdef Gate *g
+        cdef int failed, ready
         cdef pollfd bell
         cdef uint64_t drained
         while True:
@@ -510,17 +587,9 @@ cdef class CalmWatch:
             if now >= until - C_SLACK:
                 return -1
             wake = until
-            for i in range(self.count):
-                g = &self.gates[i]
-                if not g.armed:
-                    continue
-                if now >= g.due - C_SLACK:
-                    if not passes(g, now):
-                        return i
-                    g.checked = now
-                    g.due = now + g.every
-                if g.due < wake:
-                    wake = g.due
+            failed = self._tick(now, &wake)
+            if failed >= 0:
+                return failed
             if alarm:
                 arm_alarm(wake - now + budget)
             bell.fd, bell.events, bell.revents = bell_fd, POLLIN, 0

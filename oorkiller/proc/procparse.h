@@ -176,6 +176,8 @@ typedef struct {
     uint64_t ticks[10];
     unsigned ncpu;
     uint64_t procs_running;   /* tasks runnable now (running or waiting for a CPU) */
+    uint64_t forks;           /* "processes": tasks (threads too) created since boot */
+    int has_forks;
 } pp_cpustat;
 
 static inline int pp_parse_cpustat(const char *buf, size_t n, pp_cpustat *out)
@@ -184,10 +186,15 @@ static inline int pp_parse_cpustat(const char *buf, size_t n, pp_cpustat *out)
     int have_total = 0;
     out->ncpu = 0;
     out->procs_running = 0;
+    out->forks = 0;
+    out->has_forks = 0;
     while (p < end) {
         const char *line_end = pp_next_line(p, end);
         if (pp_starts_with(p, line_end, "procs_running ")) {
             pp_u64(p + 14, line_end, &out->procs_running);
+        } else if (pp_starts_with(p, line_end, "processes ")) {
+            const char *digits = pp_skip_blanks(p + 10, line_end);
+            out->has_forks = pp_u64(digits, line_end, &out->forks) != digits;
         } else if (pp_starts_with(p, line_end, "cpu ")) {
             const char *q = p + 3;
             for (int i = 0; i < 10; i++)

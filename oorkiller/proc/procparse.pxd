@@ -20,6 +20,8 @@ cdef extern from "procparse.h" nogil:
         uint64_t ticks[10]
         unsigned ncpu
         uint64_t procs_running
+        uint64_t forks
+        int has_forks
 
     ctypedef struct pp_psi:
         double some_avg[3]
