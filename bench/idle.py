@@ -2,9 +2,11 @@
 
 The four run at the same time, each as PID 1 of its own PID namespace:
 `oorkiller run --dry-run` with the embedded default configuration (every
-default monitor on) and, beside it, the same with the kernel-table shields
-(tasks, files, conntrack) off, so the cost of those three readings shows
-in the same run; earlyoom 1.7 --dryrun with Debian's arguments
+default monitor on), a twin of it (two identical daemons differ by the
+noise of the run: a difference smaller than theirs is not measurable) and,
+beside them, the same with the kernel-table shields (tasks, files,
+conntrack) off, so the cost of those three readings shows in the same run;
+earlyoom 1.7 --dryrun with Debian's arguments
 (/etc/default/earlyoom), and nohang 0.2.0 --monitor with its shipped
 configuration (nohang has no dry run: in its namespace there is nothing to
 kill, and memory is far above its levels). After a warm-up, the run is cut
@@ -68,6 +70,7 @@ def commands(folder: str) -> dict:
     shutil.copy("/etc/nohang/nohang.conf", nohang_conf)
     return {
         "oorkiller": ["oorkiller", "run", "--dry-run"],
+        "oorkiller_twin": ["oorkiller", "run", "--dry-run"],
         "oorkiller_no_tables": ["oorkiller", "run", "--dry-run", "-c", without_tables(folder)],
         "earlyoom": ["earlyoom", "--dryrun", *earlyoom_args()],
         "nohang": ["nohang", "--monitor", "-c", nohang_conf],
@@ -171,7 +174,10 @@ def digest(series: dict, duration: float) -> dict:
         # (1.0: nothing measurable), in the same run.
         out["ratios"]["cpu_with_tables_over_without"] = harness.ratio(
             med("oorkiller", "cpu_us_per_s"), med("oorkiller_no_tables", "cpu_us_per_s"))
+        out["tables_add_us_per_s"] = med("oorkiller", "cpu_us_per_s") - med("oorkiller_no_tables", "cpu_us_per_s")
         out["ratios"]["wakeups_with_tables_over_without"] = harness.ratio(
             med("oorkiller", "wakeups_per_s"), med("oorkiller_no_tables", "wakeups_per_s"))
-    return out
+    if "oorkiller_twin" in out:
+        # The noise of this run: what two identical daemons differ by.
+        out["twins_differ_us_per_s"] = abs(med("oorkiller", "cpu_us_per_s") - med("oorkiller_twin", "cpu_us_per_s"))
     return out

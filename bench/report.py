@@ -123,17 +123,26 @@ def ticks_lines(ticks: dict) -> list[str]:
                          f"{_num(gates, '.0f'):>5} us   {row['step_over_gates']:.0f}x")
         else:
             lines.append(f"  {name:10} step {_num(step, '.0f'):>6} us   no gate")
+    tick = ticks.get("tick")
+    if tick:
+        lines.append(f"  a whole calm tick (every gate, one sweep): {_num(tick['with_tables']['median'], '.0f')} us, "
+                     f"{_num(tick['without_tables']['median'], '.0f')} us without the table shields' gates "
+                     f"(they add {_num(tick['tables_us'], '.0f')} us)")
     return lines
 
 
 def idle_lines(idle: dict) -> list[str]:
     lines = [f"idle over {idle['seconds']:g} s, medians of windows: CPU us/s, wake-ups/s, VmRSS"]
-    for name in ("oorkiller", "oorkiller_no_tables", "earlyoom", "nohang"):
+    for name in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang"):
         if name in idle:
             row = idle[name]
             lines.append(f"  {name:20} {_num(row['cpu_us_per_s']['median'], '.0f'):>6} us/s  "
                          f"{_num(row['wakeups_per_s']['median'], '.2f'):>5}/s  "
                          f"{row['vmrss_kib'] / 1024:.1f} MiB")
+    if "tables_add_us_per_s" in idle and "twins_differ_us_per_s" in idle:
+        added, noise = idle["tables_add_us_per_s"], idle["twins_differ_us_per_s"]
+        lines.append(f"  the table shields add {added:.0f} us/s; two identical daemons differ by {noise:.0f} us/s "
+                     f"({'not measurable' if added <= noise else 'measurable'})")
     return lines
 
 
@@ -294,7 +303,7 @@ def _plot_selection(plt, selection: dict, path: str) -> str:
 
 
 def _plot_idle(plt, idle: dict, path: str) -> str:
-    names = [n for n in ("oorkiller", "oorkiller_no_tables", "earlyoom", "nohang") if n in idle]
+    names = [n for n in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang") if n in idle]
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
     axes[0].bar(names, [idle[n]["cpu_us_per_s"]["median"] for n in names])
     axes[0].set_title("CPU µs per second")

@@ -9,6 +9,12 @@ with the thread's CPU clock (`thread_time_ns`: kernel time of the reads
 included), each after a sleep of SLEEP seconds, so the caches are as cold as
 the daemon's are once a second; medians over the rounds. A gate check is
 exactly what an idle daemon runs instead of the step.
+
+Then the whole tick an idle daemon makes once a second: every gate checked
+in one `sweep` (as `run` does when they are all due: the task gate takes
+its fork bound from the CPU gate's reading), against the same tick without
+the kernel-table shields' gates (tasks, files, conntrack) in a second watch,
+alternately; the difference is what those shields add to a calm second.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import time
 from bench.harness import log, summary
 
 SLEEP = 0.5          # seconds before each timed call
+TABLES = ("tasks", "files", "conntrack")
 
 
 def build():
@@ -44,6 +51,27 @@ def build():
     return watch, built
 
 
+def whole_ticks(built, rounds: int) -> dict:
+    """One sweep of every shield's gates, with and without the table shields',
+    each in a watch of its own (so neither tick warms the other's files)."""
+    from oorkiller.proc._calm import CalmWatch
+    watches = {"with_tables": CalmWatch(capacity=64), "without_tables": CalmWatch(capacity=64)}
+    for shield, _ in built:
+        for kind, path, limit, *second in shield.calm_gates() or []:
+            for name, watch in watches.items():
+                if name == "with_tables" or shield.name not in TABLES:
+                    watch.arm(watch.add(kind, path, shield.interval), limit, 0.0, *second)
+    samples = {name: [] for name in watches}
+    for _ in range(rounds):
+        for name, watch in watches.items():
+            samples[name].append(timed(watch.sweep))
+    for watch in watches.values():
+        watch.close()
+    out = {name: summary(values) for name, values in samples.items()}
+    out["tables_us"] = out["with_tables"]["median"] - out["without_tables"]["median"]
+    return out
+
+
 def timed(call) -> float:
     time.sleep(SLEEP)
     began = time.thread_time_ns()
@@ -62,7 +90,8 @@ def run(quick: bool = False) -> dict:
             if indices:
                 samples[shield.name]["gates"].append(
                     timed(lambda: [watch.check(i) for i in indices]))
-    out = {"sleep_s": SLEEP, "rounds": rounds, "shields": {}}
+    out = {"sleep_s": SLEEP, "rounds": rounds, "shields": {},
+           "tick": whole_ticks(built, 6 if quick else 40)}
     for shield, indices in built:
         row = {"gates": len(indices), "step_us": summary(samples[shield.name]["step"])}
         if indices:
