@@ -1,6 +1,6 @@
 """The report: ratios with medians and spreads, JSON, PNG plots, and the
 regression check against a previous report (a ratio worse by more than 20%
-is flagged)."""
+where oorkiller's own figure got worse by as much is flagged)."""
 from __future__ import annotations
 
 import json
@@ -193,19 +193,60 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def compare(current: dict, previous: dict) -> list[str]:
-    """Ratios that got worse by more than REGRESSION since `previous`."""
-    flagged = []
+def own_figures(results: dict) -> dict:
+    """For each ratio against a peer or the floor, oorkiller's own figure in
+    it (smaller is better); ratios of two of our own figures (worst case,
+    tables) and absolute figures are their own."""
+    out = {}
+    median = lambda row, key: (row.get(key) or {}).get("median")
+    for count, row in results.get("selection", {}).get("counts", {}).items():
+        for key in row.get("ratios", {}):
+            out[f"selection.{count}.{key}"] = median(row, "oorkiller_ms")
+    for prefix, hog in (("fasthog.threads", results.get("fasthog", {}).get("threads", {})),
+                        ("fasthog", results.get("fasthog", {}))):
+        ours = hog.get("oorkiller", {})
+        for key in hog.get("ratios", {}):
+            figure = "overshoot_mib" if key.startswith("overshoot") else "to_death_ms"
+            out[f"{prefix}.{key}"] = median(ours, figure)
+    idle = results.get("idle", {}).get("oorkiller", {})
+    for key in results.get("idle", {}).get("ratios", {}):
+        if key.startswith("cpu_oorkiller"):
+            out[f"idle.{key}"] = median(idle, "cpu_us_per_s")
+        elif key.startswith("rss_"):
+            out[f"idle.{key}"] = idle.get("vmrss_kib")
+        elif key.startswith("wakeups_oorkiller"):
+            out[f"idle.{key}"] = median(idle, "wakeups_per_s")
+    return out
+
+
+def compare(current: dict, previous: dict) -> tuple[list[str], list[str]]:
+    """Ratios worse by more than REGRESSION since `previous`: (regressions,
+    moved). A ratio against a peer or the floor counts as a regression only
+    when oorkiller's own figure in it got worse by as much too; when ours
+    held and the other side moved (a peer's lucky runs, a faster floor) it
+    is listed as moved, with both figures, not flagged. A host that slows
+    everything moves ours too, so it is still flagged."""
+    flagged, moved = [], []
     now, before = flat_ratios(current), flat_ratios(previous)
+    own_now, own_before = own_figures(current), own_figures(previous)
     for name, value in now.items():
         old = before.get(name)
         if value is None or not old:
             continue
         higher_better = name.endswith(HIGHER_IS_BETTER)
         change = (old / value - 1) if higher_better else (value / old - 1)
-        if value and change > REGRESSION:
-            flagged.append(f"{name}: {old:.3f} -> {value:.3f} ({change:+.0%} worse)")
-    return flagged
+        if not (value and change > REGRESSION):
+            continue
+        line = f"{name}: {old:.3f} -> {value:.3f} ({change:+.0%} worse)"
+        ours, ours_before = own_now.get(name), own_before.get(name)
+        if ours is not None and ours_before:
+            own_change = ours / ours_before - 1
+            line += f"; ours {ours_before:.4g} -> {ours:.4g} ({own_change:+.0%})"
+            if own_change <= REGRESSION:
+                moved.append(line)
+                continue
+        flagged.append(line)
+    return flagged, moved
 
 
 def write_json(results: dict, folder: str, name: str) -> str:

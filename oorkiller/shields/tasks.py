@@ -1,7 +1,9 @@
 """The tasks shield: a fork bomb or a thread leak must not fill the task table.
 
 Every step is one pread of /proc/loadavg, whose "running/total" field is
-the kernel's count of tasks (threads) on the whole machine. The limit is
+the kernel's count of tasks (threads) on the whole machine. (While calm, its
+gate rarely reads even that: proc/_calm.pyx bounds the total by the forks
+counted since it last read it.) The limit is
 the smaller of kernel.threads-max and kernel.pid_max (every thread takes a
 PID), read at start and again every LIMITS_EVERY seconds: a sysctl changes
 them, nothing else does. Above the `threads.kill` level the processes'
