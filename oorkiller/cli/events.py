@@ -12,7 +12,6 @@ option -> argument mapping is ARGUMENT_NAMES, in the same order.
 """
 import argparse
 import datetime
-import json
 import math
 import os
 import sys
@@ -113,6 +112,9 @@ def _text_line(record):
 
 
 def _json_line(record):
+    # Imported here: the command line imports this module to declare its
+    # arguments, and `oorkiller run` must not carry json for its whole life.
+    import json
     if record["event"] == "lost":
         return json.dumps({"event": "lost", "count": record["count"]})
     shown = {"time": _wall_time(record["usec"])}
