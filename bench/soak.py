@@ -13,7 +13,12 @@ nothing outside can be touched. While a churner forks short-lived children
   a hog grows until it is stopped;
 - cpu: a two-thread spinner (the machine is 2 vCPUs) for at most 30 s;
 - disk: 24 old rotated logs fill the tmpfs below `clean`;
-- network: a veth pair given one MAC (a duplicate), then removed.
+- network: a veth pair given one MAC (a duplicate), then removed;
+- tasks: a process group forking a sleeping child every 5 ms past a level
+  400 tasks above the count of the moment (the churn's own forks move the
+  task gate's fork bound all the time);
+- files: a process opening a descriptor every millisecond past a level
+  2,500 open files above the count of the moment.
 
 Only the soak's victims may be chosen (a protect rule covers every other
 name), so a shortage caused by someone else on this shared machine can give
@@ -21,8 +26,8 @@ name), so a shortage caused by someone else on this shared machine can give
 
 It checks and prints (JSON on the last line, and in --out), with the action
 records of every cycle that missed or doubled:
-- every shortage caused -> exactly one action (memory/cpu: one victim chosen,
-  one `reclaimed`; disk: one `cleanup`; network: one `duplicate-mac` and one
+- every shortage caused -> exactly one action (memory/cpu/tasks/files: one
+  victim chosen, one `reclaimed`; disk: one `cleanup`; network: one `duplicate-mac` and one
   `duplicate-mac-cleared`), none missed, none doubled;
 - no `error` record;
 - the daemon's fd count and VmRSS, sampled at the same quiet point of every
@@ -44,7 +49,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(os.path.dirname(HERE), "tests")
 MiB = 1 << 20
-ACTION_EVENTS = {"term", "kill", "reclaimed", "cleanup", "duplicate-mac", "duplicate-mac-cleared",
+KILLING = ("memory", "cpu", "tasks", "files")     # shields whose action is a victim
+ACTION_EVENTS = {"stop", "term", "kill", "reclaimed", "cleanup", "duplicate-mac", "duplicate-mac-cleared",
                  "nothing-to-kill", "error", "truncate", "down"}
 
 
@@ -152,7 +158,7 @@ def soak(minutes: float, churn_rate: int) -> dict:
 
     def config(available: int) -> dict:
         return base_config(
-            rules=[{"match": {"name": "^(?!soak(hog|spin))"}, "protect": True}],
+            rules=[{"match": {"name": "^(?!soak(hog|spin|bomb|leak))"}, "protect": True}],
             memory={"enabled": True, "interval": "1s", "term_timeout": "2s",
                     "available": {"term": available - 1000 * MiB, "kill": available - 2000 * MiB}},
             cpu={"enabled": True, "interval": "500ms", "usage": "90%", "runnable_per_cpu": 0,
@@ -164,6 +170,10 @@ def soak(minutes: float, churn_rate: int) -> dict:
                     "cleanup": [{"path": logs, "glob": "*.log.[0-9]*", "min_age": "10m"}]}],
             network={"duplicate_mac": {"enabled": True, "interval": "500ms", "ignore": ["^lo$"],
                                        "action": "alert"}},
+            tasks={"enabled": True, "interval": "500ms", "threads": {"kill": tasks_now() + 400},
+                   "kill": "auto", "term_timeout": "1s", "cooldown": "2s"},
+            files={"enabled": True, "interval": "500ms", "open": {"kill": files_now() + 2500},
+                   "kill": "auto", "term_timeout": "1s", "cooldown": "2s"},
         )
 
     # A daemon PID no other test's namespace is likely to use, so its kernel-log
@@ -174,7 +184,7 @@ def soak(minutes: float, churn_rate: int) -> dict:
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write("300")
     churner = start_churner(churn_rate)
-    caused = {k: 0 for k in ("memory", "cpu", "disk", "network")}
+    caused = {k: 0 for k in ("memory", "cpu", "disk", "network", "tasks", "files")}
     missed, doubled = {}, {}
     odd_cycles: list[dict] = []
     fds, rss = [], []
@@ -184,7 +194,9 @@ def soak(minutes: float, churn_rate: int) -> dict:
         while time.monotonic() - began < minutes * 60:
             for kind, cause in (("memory", lambda: cause_memory(daemon, config)),
                                 ("cpu", lambda: cause_cpu(daemon)),
-                                ("disk", lambda: cause_disk(logs)), ("network", cause_network)):
+                                ("disk", lambda: cause_disk(logs)), ("network", cause_network),
+                                ("tasks", lambda: cause_tasks(daemon, config)),
+                                ("files", lambda: cause_files(daemon, config))):
                 mark = len(daemon.lines)
                 caused[kind] += 1
                 expected = cause()
@@ -217,7 +229,9 @@ def soak(minutes: float, churn_rate: int) -> dict:
     acted = {"memory": sum(1 for r in records if r["event"] == "reclaimed" and r.get("resource") == "memory"),
              "cpu": sum(1 for r in records if r["event"] == "reclaimed" and r.get("resource") == "cpu"),
              "disk": sum(1 for r in records if r["event"] == "cleanup"),
-             "network": sum(1 for r in records if r["event"] == "duplicate-mac")}
+             "network": sum(1 for r in records if r["event"] == "duplicate-mac"),
+             "tasks": sum(1 for r in records if r["event"] == "reclaimed" and r.get("resource") == "tasks"),
+             "files": sum(1 for r in records if r["event"] == "reclaimed" and r.get("resource") == "files")}
     warm = 1 if len(fds) > 1 else 0
     return {
         "minutes": minutes, "seconds": round(time.monotonic() - began), "rounds": rounds,
@@ -244,12 +258,15 @@ def records_after(daemon, mark: int) -> list[dict]:
 def count_actions(records: list[dict], kind: str) -> dict:
     """The records that make up actions of `kind` in one cycle."""
     out: dict[str, int] = {}
+    escalating = False
     for r in records:
         event = r["event"]
-        if kind in ("memory", "cpu") and r.get("resource") == kind and event in ("term", "kill", "reclaimed"):
-            if event == "kill" and out.get("term"):
-                continue                      # an escalation belongs to the same action
-            event = "chosen" if event in ("term", "kill") else event
+        if kind in KILLING and r.get("resource") == kind and event in ("stop", "term", "kill", "reclaimed"):
+            if event == "kill" and escalating:
+                escalating = False            # SIGKILL after SIGTERM or SIGSTOP: the same action
+                continue
+            escalating = event in ("stop", "term")
+            event = "chosen" if event != "reclaimed" else event
         elif not (kind == "disk" and event == "cleanup" or
                   kind == "network" and event in ("duplicate-mac", "duplicate-mac-cleared")):
             continue
@@ -258,13 +275,8 @@ def count_actions(records: list[dict], kind: str) -> dict:
 
 
 def cause_memory(daemon, config) -> dict:
-    from sandbox import mem_available, victim, wait_until
-    reloads = len(daemon.records("reload"))
-    with open(daemon.config_path, "w") as f:
-        import yaml
-        yaml.safe_dump(config(mem_available()), f)
-    daemon.reload()
-    wait_until(lambda: len(daemon.records("reload")) > reloads, 10)
+    from sandbox import victim, wait_until
+    reload_levels(daemon, config)
     hog = victim("hog", "soakhog", "--chunk", "64", "--pause", "0.01", "--cap", "2600")
     wait_until(lambda: hog.poll() is not None, 30)
     if hog.poll() is None:
@@ -313,6 +325,92 @@ def cause_network() -> dict:
     ip("link", "del", "soak0")
     time.sleep(1.5)
     return {"duplicate-mac": 1, "duplicate-mac-cleared": 1}
+
+
+def reload_levels(daemon, config) -> None:
+    """Levels set from the counts of the moment (what else runs on the machine
+    moves them), through a reload."""
+    from sandbox import mem_available, wait_until
+    import yaml
+    reloads = len(daemon.records("reload"))
+    with open(daemon.config_path, "w") as f:
+        yaml.safe_dump(config(mem_available()), f)
+    daemon.reload()
+    wait_until(lambda: len(daemon.records("reload")) > reloads, 10)
+    time.sleep(1.0)                            # the shields' first steps: calm again, gated
+
+
+def cause_tasks(daemon, config) -> dict:
+    from sandbox import wait_until
+    reload_levels(daemon, config)
+    bomb = start_victim("bomb", "soakbomb", 0.005, 3000, 30)
+    wait_until(lambda: bomb.poll() is not None, 35)
+    if bomb.poll() is None:
+        os.killpg(bomb.pid, signal.SIGKILL)
+    bomb.wait()
+    time.sleep(0.5)
+    reap_orphans("soakbomb")
+    time.sleep(2.5)                            # the cooldown, before the next shortage
+    return {"chosen": 1, "reclaimed": 1}
+
+
+def cause_files(daemon, config) -> dict:
+    from sandbox import wait_until
+    reload_levels(daemon, config)
+    leaker = start_victim("leak", "soakleak", 0.001, 15000, 30)
+    wait_until(lambda: leaker.poll() is not None, 35)
+    if leaker.poll() is None:
+        leaker.kill()
+    leaker.wait()
+    time.sleep(2.5)
+    return {"chosen": 1, "reclaimed": 1}
+
+
+def start_victim(kind: str, name: str, *args):
+    sys.path.insert(0, TESTS)
+    import scenarios_tables
+    return scenarios_tables.start(kind, name, *args)
+
+
+def tasks_now() -> int:
+    with open("/proc/loadavg", "rb") as f:
+        return int(f.read().split()[3].split(b"/")[1])
+
+
+def files_now() -> int:
+    with open("/proc/sys/fs/file-nr", "rb") as f:
+        return int(f.read().split()[0])
+
+
+def reap_orphans(name: str, timeout: float = 10.0) -> None:
+    """The bomb's children, killed with it, are this PID 1's orphans now: wait
+    for them (only them: the daemon and the churner have their own waits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        orphans = [pid for pid in my_children_named(name)]
+        for pid in orphans:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if not orphans:
+            return
+        time.sleep(0.1)
+
+
+def my_children_named(name: str) -> list[int]:
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                head, tail = f.read().rsplit(b")", 1)
+        except OSError:
+            continue
+        if head.split(b"(", 1)[1] == name.encode() and int(tail.split()[1]) == me:
+            found.append(int(entry))
+    return found
 
 
 def quiet_sample(daemon, churner) -> tuple[int, int]:
