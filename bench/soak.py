@@ -147,6 +147,7 @@ def report(s: dict) -> None:
 def soak(minutes: float, churn_rate: int) -> dict:
     sys.path.insert(0, TESTS)
     from sandbox import Daemon, base_config, mem_available, victim   # noqa: F401
+    import scenarios_tables
 
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
@@ -170,9 +171,9 @@ def soak(minutes: float, churn_rate: int) -> dict:
                     "cleanup": [{"path": logs, "glob": "*.log.[0-9]*", "min_age": "10m"}]}],
             network={"duplicate_mac": {"enabled": True, "interval": "500ms", "ignore": ["^lo$"],
                                        "action": "alert"}},
-            tasks={"enabled": True, "interval": "500ms", "threads": {"kill": tasks_now() + 400},
+            tasks={"enabled": True, "interval": "500ms", "threads": {"kill": scenarios_tables.tasks_now() + 400},
                    "kill": "auto", "term_timeout": "1s", "cooldown": "2s"},
-            files={"enabled": True, "interval": "500ms", "open": {"kill": files_now() + 2500},
+            files={"enabled": True, "interval": "500ms", "open": {"kill": scenarios_tables.files_now() + 2500},
                    "kill": "auto", "term_timeout": "1s", "cooldown": "2s"},
         )
 
@@ -341,9 +342,10 @@ def reload_levels(daemon, config) -> None:
 
 
 def cause_tasks(daemon, config) -> dict:
+    import scenarios_tables
     from sandbox import wait_until
     reload_levels(daemon, config)
-    bomb = start_victim("bomb", "soakbomb", 0.005, 3000, 30)
+    bomb = scenarios_tables.start("bomb", "soakbomb", 0.005, 3000, 30)
     wait_until(lambda: bomb.poll() is not None, 35)
     if bomb.poll() is None:
         os.killpg(bomb.pid, signal.SIGKILL)
@@ -355,31 +357,16 @@ def cause_tasks(daemon, config) -> dict:
 
 
 def cause_files(daemon, config) -> dict:
+    import scenarios_tables
     from sandbox import wait_until
     reload_levels(daemon, config)
-    leaker = start_victim("leak", "soakleak", 0.001, 15000, 30)
+    leaker = scenarios_tables.start("leak", "soakleak", 0.001, 15000, 30)
     wait_until(lambda: leaker.poll() is not None, 35)
     if leaker.poll() is None:
         leaker.kill()
     leaker.wait()
     time.sleep(2.5)
     return {"chosen": 1, "reclaimed": 1}
-
-
-def start_victim(kind: str, name: str, *args):
-    sys.path.insert(0, TESTS)
-    import scenarios_tables
-    return scenarios_tables.start(kind, name, *args)
-
-
-def tasks_now() -> int:
-    with open("/proc/loadavg", "rb") as f:
-        return int(f.read().split()[3].split(b"/")[1])
-
-
-def files_now() -> int:
-    with open("/proc/sys/fs/file-nr", "rb") as f:
-        return int(f.read().split()[0])
 
 
 def reap_orphans(name: str, timeout: float = 10.0) -> None:

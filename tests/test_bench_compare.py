@@ -29,6 +29,15 @@ def report(ours_ms, earlyoom_ms, overshoot_ours, overshoot_earlyoom, idle_ours, 
     }
 
 
+AGAINST_PEERS = ["fasthog.overshoot_oorkiller_over_earlyoom", "idle.cpu_oorkiller_over_nohang",
+                 "selection.5000.earlyoom_over_oorkiller"]
+
+
+def names(lines):
+    """The ratios a list of compare's lines is about."""
+    return sorted(line.split(":")[0] for line in lines)
+
+
 BEFORE = report(ours_ms=6.0, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
                 idle_ours=300.0, idle_nohang=360.0)
 
@@ -42,9 +51,7 @@ def test_a_peer_that_got_lucky_is_listed_as_moved_not_flagged():
                  idle_ours=240.0, idle_nohang=150.0)
     flagged, moved = compare(now, BEFORE)
     assert flagged == []
-    assert sorted(line.split(":")[0] for line in moved) == [
-        "fasthog.overshoot_oorkiller_over_earlyoom", "idle.cpu_oorkiller_over_nohang",
-        "selection.5000.earlyoom_over_oorkiller"]
+    assert names(moved) == AGAINST_PEERS
     assert "ours 9 -> 7" in next(line for line in moved if line.startswith("fasthog"))
 
 
@@ -53,14 +60,12 @@ def test_our_own_figure_getting_worse_is_a_regression():
                  idle_ours=420.0, idle_nohang=360.0)
     flagged, moved = compare(now, BEFORE)
     assert moved == []
-    assert sorted(line.split(":")[0] for line in flagged) == [
-        "fasthog.overshoot_oorkiller_over_earlyoom", "idle.cpu_oorkiller_over_nohang",
-        "selection.5000.earlyoom_over_oorkiller"]
+    assert names(flagged) == AGAINST_PEERS
 
 
 def test_a_ratio_of_two_of_our_own_figures_is_flagged_on_its_own():
     now = report(ours_ms=6.0, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
                  idle_ours=300.0, idle_nohang=360.0, load_over_idle=1.8)
     flagged, moved = compare(now, BEFORE)
-    assert [line.split(":")[0] for line in flagged] == ["worstcase.to_death_load_over_idle"]
+    assert names(flagged) == ["worstcase.to_death_load_over_idle"]
     assert moved == []

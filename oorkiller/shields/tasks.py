@@ -3,12 +3,12 @@
 Every step is one pread of /proc/loadavg, whose "running/total" field is
 the kernel's count of tasks (threads) on the whole machine. (While calm, its
 gate rarely reads even that: proc/_calm.pyx bounds the total by the forks
-counted since it last read it.) The limit is
-the smaller of kernel.threads-max and kernel.pid_max (every thread takes a
-PID), read at start and again every LIMITS_EVERY seconds: a sysctl changes
-them, nothing else does. Above the `threads.kill` level the processes'
-thread counts (num_threads of /proc/PID/stat) are sampled and the unit that
-grew the most is killed (shields/tables.py).
+counted since it last read it.) The limit is the smaller of
+kernel.threads-max and kernel.pid_max (every thread takes a PID), read at
+start and again every LIMITS_EVERY seconds: a sysctl changes them, nothing
+else does. Above the `threads.kill` level the processes' thread counts
+(num_threads of /proc/PID/stat) are sampled and the unit that grew the
+most is killed (shields/tables.py).
 
 A group or cgroup is stopped as a whole first (`freeze_first`: SIGSTOP,
 again for what it forked meanwhile, then SIGKILL, act/freeze.py): a bomb
