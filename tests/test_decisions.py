@@ -86,6 +86,38 @@ def test_memory_waits_for_its_kill_and_escalates_it_once_below_the_kill_level(me
     shield.close()
 
 
+def test_after_its_victim_died_memory_waits_for_the_freed_memory_to_show_before_a_second_kill(
+        memory_tree):
+    """A dead victim's memory can take seconds to show in MemAvailable: a
+    second kill meanwhile would take a bystander for a shortage already
+    answered. While memory holds still, the shield waits up to SETTLE."""
+    from oorkiller.shields.memory import SETTLE
+    shield = memory_shield(memory_tree)
+    set_available(memory_tree, 1.5)
+    (kill,) = shield.step(0.0).decisions
+    memory_tree.remove_process(100)
+    finish(kill, "dead", at=1.0)
+    for after in (0.1, 1.5, 2.9):     # freed memory has taken over a second to show on a VM
+        assert shield.step(1.0 + after).decisions == [], f"{after} s after the death: it may still come"
+    (second,) = shield.step(1.0 + SETTLE + 0.1).decisions
+    assert isinstance(second, Kill) and second.leader.pid != 100, "it did not come: a new shortage"
+    shield.close()
+
+
+def test_after_its_victim_died_memory_that_keeps_falling_is_a_new_shortage_at_once(memory_tree):
+    from oorkiller.shields.memory import SETTLE_SLACK
+    shield = memory_shield(memory_tree)
+    set_available(memory_tree, 1.5)
+    (kill,) = shield.step(0.0).decisions
+    memory_tree.remove_process(100)
+    finish(kill, "dead", at=1.0)
+    assert shield.step(1.1).decisions == []
+    set_available(memory_tree, 1.5 - 2 * SETTLE_SLACK / (1 << 30))
+    (second,) = shield.step(1.2).decisions
+    assert isinstance(second, Kill) and second.leader.pid != 100
+    shield.close()
+
+
 def test_memory_below_kill_with_nothing_eligible_says_nothing_to_kill_once(memory_tree):
     tree = memory_tree
     for pid in (100, 200, 300):

@@ -30,7 +30,7 @@ WARM_ZONE = 4.0             # keep the ranking warm within this many intervals o
 WARM_REFRESH = 0.1          # seconds between warm re-rankings
 RANK_DEPTH = 16             # candidates examined in detail per choice
 RULES_SWEEP = 60.0          # seconds between re-judgements of excluded processes (calm machine)
-SETTLE = 1.0                # seconds the memory of a dead victim may take to show
+SETTLE = 3.0                # seconds the memory of a dead victim may take to show
 SETTLE_SLACK = 64 << 20     # a fall this large after a death is a new shortage
 GROWTH_WINDOW = 10.0        # seconds of sizes behind a candidate's growth (the cause)
 
@@ -316,9 +316,11 @@ class MemoryShield(ProcessShield):
     def _settling(self, mem, now: float) -> bool:
         """Just after a victim died, its memory may not show yet: the kernel
         frees it into per-CPU lists and reporting queues that MemFree does not
-        count for a while (seen here: up to a second, hundreds of MiB). Wait
-        for it, up to SETTLE, unless memory keeps falling: that is a new
-        shortage, and it is answered at once."""
+        count for a while (seen on a VM: hundreds of MiB, for up to a second
+        and once for longer, when a second kill took a bystander). Wait for
+        it, up to SETTLE, unless memory keeps falling: that is a new
+        shortage, and it is answered at once. While memory holds still the
+        machine gets no worse by waiting."""
         last = self.pending
         if last is None or not last.over or last.outcome != "dead" or now - last.finished >= SETTLE:
             self.after_death = None
