@@ -549,6 +549,12 @@ class Daemon:
         done["oom_score_adj"] = cfg.oom_score_adj if _try(kernel.set_oom_score_adj, cfg.oom_score_adj) else "failed"
         if cfg.nice:
             done["nice"] = cfg.nice if _try(os.setpriority, os.PRIO_PROCESS, 0, cfg.nice) else "failed"
+        if cfg.lock_memory:
+            # Start-up touched pages of the libraries it will not run again
+            # (the YAML parser, the compiler): given back, or they would stay
+            # pinned. What the daemon runs from now on is faulted in and
+            # locked as it runs, the kill path by its rehearsal.
+            kernel.release_file_pages()
         rehearse_kill_path()
         if cfg.lock_memory:
             done["mlock"] = "yes" if kernel.lock_memory() else "failed"

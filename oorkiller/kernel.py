@@ -37,6 +37,54 @@ def lock_memory(on_fault: bool = True) -> bool:
     return _lib.mlockall(flags) == 0
 
 
+def release_file_pages(smaps: str = "/proc/self/smaps") -> int:
+    """Unmap the resident pages of every clean, read-only file mapping (the
+    code and constants of libpython and the libraries), so that the lock
+    that follows pins only what the daemon touches from then on, not what
+    start-up touched once (the YAML parser, the compiler dataclasses run,
+    the command line). Returns the KiB released.
+
+    Only mappings that cannot differ from their file are released: backed
+    by a file, private, not writable, and holding no anonymous page (copied
+    on write, e.g. relocated), resident or swapped out. Their pages stay in the page cache, and a
+    touch maps them again exactly as they were. Call it before the lock (a
+    locked mapping refuses it) and before the kill path's rehearsal. 0 when
+    the native module or smaps is missing."""
+    if _lib is None:
+        return 0
+    try:
+        with open(smaps, "rb") as f:
+            text = f.read()
+    except OSError:
+        return 0
+    released = 0
+    for start, end, rss_kib in _clean_file_mappings(text):
+        if _lib.madvise(_ffi.cast("void *", start), end - start, _lib.MADV_DONTNEED) == 0:
+            released += rss_kib
+    return released
+
+
+def _clean_file_mappings(smaps: bytes):
+    """(start, end, Rss KiB) of each resident mapping in smaps text that
+    `release_file_pages` may release."""
+    mapping = None           # [start, end, releasable, rss, anonymous or swapped]
+    rows = []
+    for line in smaps.splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and b"-" in head[0] and not head[0].endswith(b":"):
+            start, _, end = head[0].partition(b"-")
+            perms, inode = head[1], head[4]
+            releasable = inode != b"0" and perms[1:2] == b"-" and perms[3:4] == b"p"
+            mapping = [int(start, 16), int(end, 16), releasable, 0, 0]
+            rows.append(mapping)
+        elif mapping is not None and line.startswith(b"Rss:"):
+            mapping[3] = int(line.split()[1])
+        elif mapping is not None and line.startswith((b"Anonymous:", b"Swap:")):
+            mapping[4] += int(line.split()[1])
+    return [(start, end, rss) for start, end, releasable, rss, copied in rows
+            if releasable and rss and not copied]
+
+
 def unlock_memory() -> bool:
     if _lib is None:
         return False

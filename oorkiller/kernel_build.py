@@ -1,6 +1,8 @@
 """cffi (API mode) build of oorkiller._kernel: the kernel calls Python lacks.
 
 - mlockall / munlockall, with the MCL_* flags, so the daemon is never paged out.
+- madvise(MADV_DONTNEED), to give back the library pages start-up touched
+  before they are locked.
 - process_mrelease(pidfd, flags): Linux 5.15+ syscall 448, which frees a
   SIGKILLed process's memory at once instead of when its last thread exits.
   Where the C library or kernel lacks it, it returns -1 with errno ENOSYS.
@@ -17,6 +19,8 @@ ffibuilder.cdef("""
     #define MCL_ONFAULT ...
     int mlockall(int flags);
     int munlockall(void);
+    #define MADV_DONTNEED ...
+    int madvise(void *addr, size_t length, int advice);
     int process_mrelease(int pidfd, unsigned int flags);
 """)
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import yaml
 
-from sandbox import Daemon, base_config, oorkiller_command, reap, victim
+from sandbox import MiB, Daemon, base_config, mem_available, oorkiller_command, reap, victim, wait_until
 
 
 def reload_cycle() -> dict:
@@ -48,3 +49,30 @@ def candidates_json() -> dict:
     reap(big, small, kept)
     return {"rc": out.returncode, "json": out.stdout, "stderr": out.stderr,
             "text": text.stdout, "status_rc": status.returncode, "status": status.stdout}
+
+
+def status_kib(pid: int) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)
+                if k in ("VmRSS", "RssFile", "VmLck")}
+
+
+def locked_daemon_memory() -> dict:
+    """Two daemons on one configuration, one locking its memory (and giving
+    back the library pages start-up touched), the other not; then a hog
+    only the locked one may kill."""
+    available = mem_available()
+    memory = {"enabled": True, "interval": "1s", "term_timeout": "1s",
+              "available": {"term": available - 600 * MiB, "kill": available - 800 * MiB}}
+    locked = Daemon(base_config(memory=memory, daemon={"lock_memory": True, "nice": 0}))
+    unlocked = Daemon(base_config(memory=memory), "--dry-run")
+    time.sleep(3)                   # both past their first steps
+    sizes = {"locked": status_kib(locked.proc.pid), "unlocked": status_kib(unlocked.proc.pid)}
+    hog = victim("hog", "lockhog", "--chunk", "50", "--pause", "0.05", "--cap", "2000", "--ignore-term")
+    died = wait_until(lambda: hog.poll() is not None, 30)
+    time.sleep(0.3)
+    sizes["locked_after_kill"] = status_kib(locked.proc.pid)
+    stopped = locked.stop()
+    unlocked.stop()
+    return {"sizes": sizes, "hog_died": died, "ended": reap(hog), "stopped": stopped,
+            "records": locked.records()}

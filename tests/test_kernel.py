@@ -3,6 +3,7 @@
 mlockall changes the whole process, so it runs in a child interpreter.
 Only children spawned here are signalled, through their pidfd.
 """
+import ast
 import errno
 import os
 import platform
@@ -190,3 +191,82 @@ def test_hidden_processes_says_when_hidepid_blinds_this_reader(tmp_path, options
     assert bool(reason) == hidden
     if hidden:
         assert "hidepid=" in reason and "CAP_SYS_PTRACE" in reason
+
+
+def test_release_file_pages_unmaps_clean_file_pages_and_keeps_copied_ones(tmp_path):
+    """Pages that cannot differ from their file are unmapped (and read back
+    the same); a read-only mapping holding a page copied on write (as a
+    relocated library section does) is left alone, its copy intact."""
+    (tmp_path / "clean").write_bytes(b"c" * 65536)
+    (tmp_path / "copied").write_bytes(b"f" * 65536)
+    result = run_python(f"""
+        import ctypes, mmap
+        from oorkiller import kernel
+        libc = ctypes.CDLL(None)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+        def rss_kib(path):
+            found = False
+            for line in open("/proc/self/smaps"):
+                if line.rstrip().endswith(path):
+                    found = True
+                elif found and line.startswith("Rss:"):
+                    return int(line.split()[1])
+
+        with open("{tmp_path}/clean", "rb") as f:
+            clean = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+        with open("{tmp_path}/copied", "r+b") as f:
+            copied = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        copied[:6] = b"edited"
+        at = ctypes.addressof(ctypes.c_char.from_buffer(copied))
+        assert libc.mprotect(at, len(copied), mmap.PROT_READ) == 0
+        for m in (clean, copied):
+            sum(m[i] for i in range(0, len(m), 4096))      # every page resident
+        before = {{name: rss_kib("{tmp_path}/" + name) for name in ("clean", "copied")}}
+        released = kernel.release_file_pages()
+        after = {{name: rss_kib("{tmp_path}/" + name) for name in ("clean", "copied")}}
+        print(repr({{"before": before, "after": after, "released": released,
+                     "clean_same": clean[:] == b"c" * 65536, "copied": copied[:8]}}))
+    """)
+    assert result.returncode == 0, result.stderr
+    seen = ast.literal_eval(result.stdout)
+    assert seen["before"] == {"clean": 64, "copied": 64}
+    assert seen["after"] == {"clean": 0, "copied": 64}
+    assert seen["released"] >= 64
+    assert seen["clean_same"] and seen["copied"] == b"editedff"
+
+
+def test_release_file_pages_reads_only_releasable_mappings_from_smaps():
+    smaps = b"""\
+7f0000000000-7f0000004000 r-xp 00000000 fe:00 42   /usr/lib/libclean.so
+Rss:                  16 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+VmFlags: rd ex mr mw me
+7f0000004000-7f0000005000 r--p 00004000 fe:00 42   /usr/lib/libclean.so
+Rss:                   4 kB
+Anonymous:             4 kB
+Swap:                  0 kB
+7f0000005000-7f0000006000 r--p 00005000 fe:00 42   /usr/lib/libclean.so
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  4 kB
+7f0000006000-7f0000007000 rw-p 00006000 fe:00 42   /usr/lib/libclean.so
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000007000-7f0000008000 r--s 00000000 fe:00 43   /dev/shm/shared
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000008000-7f0000009000 r--p 00000000 00:00 0    [vvar]
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000009000-7f000000a000 r--p 00000000 fe:00 44   /usr/lib/libcold.so
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+"""
+    assert kernel._clean_file_mappings(smaps) == [(0x7f0000000000, 0x7f0000004000, 16)]
