@@ -131,6 +131,19 @@ def ticks_lines(ticks: dict) -> list[str]:
     return lines
 
 
+def worstcase_lines(worst: dict) -> list[str]:
+    """Where the time to death goes: the shield's part (crossing -> SIGKILL)
+    and the kernel's (SIGKILL -> the hog gone)."""
+    lines = ["worst case, medians in ms of: crossing -> hog gone, crossing -> SIGKILL, SIGKILL -> gone"]
+    for phase in ("idle", "load"):
+        row = worst.get(phase) or {}
+        lines.append(f"  {phase:5} {_num(_median(row, 'to_death_ms'), '.1f'):>7} "
+                     f"{_num(_median(row, 'to_signal_ms'), '.1f'):>7} "
+                     f"{_num(_median(row, 'signal_to_death_ms'), '.1f'):>7}   "
+                     f"({row.get('phases', 0)} phases)")
+    return lines
+
+
 def idle_lines(idle: dict) -> list[str]:
     lines = [f"idle over {idle['seconds']:g} s, medians of windows: CPU us/s, wake-ups/s, VmRSS"]
     for name in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang"):
@@ -180,7 +193,7 @@ def table(results: dict) -> str:
     for name, value in flat_ratios(results).items():
         shown = "n/a" if value is None else f"{value:9.3f}"
         lines.append(f"{name:58} {shown:>9}  {verdict(name, value)}")
-    if any(k in results for k in ("fasthog", "selection", "idle", "ticks")):
+    if any(k in results for k in ("fasthog", "selection", "idle", "ticks", "worstcase")):
         lines += ["", "figures (context; not compared between reports)", "-" * 90]
     if "idle" in results:
         lines += idle_lines(results["idle"])
@@ -188,6 +201,8 @@ def table(results: dict) -> str:
         lines += ticks_lines(results["ticks"])
     if "fasthog" in results:
         lines += fasthog_lines(results["fasthog"])
+    if "worstcase" in results:
+        lines += worstcase_lines(results["worstcase"])
     if "selection" in results:
         lines += selection_lines(results["selection"])
     return "\n".join(lines)

@@ -73,7 +73,8 @@ class TimedShield:
         from oorkiller.judge.rules import RuleSet
         config = monitor_config(level, files_folder)
         self.writer = RecordWriter(kmsg=False, stderr=False)
-        self.executor = Engine(self.writer, hooks=SignalClock())
+        self.signals = SignalClock()
+        self.executor = Engine(self.writer, hooks=self.signals)
         context = Context(config=config, rules=RuleSet(config))
         self.monitor = MemoryShield(context)
         self.readings: list[float] = []
@@ -164,6 +165,8 @@ def phase(started: Started, loaded: bool, seconds: float) -> dict:
                     time.sleep(0.1)
                 deleted_in = time.monotonic() - since
             gaps = timed.gaps(since)
+            signalled = next((t for t, event, _ in timed.signals.sent if event == "kill" and t >= began),
+                             None)
     finally:
         started.close()
         if folder:
@@ -173,6 +176,8 @@ def phase(started: Started, loaded: bool, seconds: float) -> dict:
     lowest = min((a for t, a in sampler.samples if t >= began), default=None)
     return {"loaded": loaded, **gaps, "killed": died is not None, "crossed": crossing is not None,
             "to_death_ms": (died - crossing) * 1e3 if died and crossing else None,
+            "to_signal_ms": (signalled - crossing) * 1e3 if signalled and crossing else None,
+            "signal_to_death_ms": (died - signalled) * 1e3 if died and signalled else None,
             "deleted_in_s": deleted_in, "files_left": left, "level_mib": level // MiB,
             "available_at_start_mib": available // MiB,
             "lowest_available_mib": lowest // MiB if lowest is not None else None}
@@ -195,7 +200,7 @@ def phases(rounds: int, seconds: float) -> dict:
 def run(quick: bool = False) -> dict:
     harness.helper_path()
     raw = harness.in_pid_namespace("worstcase", "phases", timeout=900,
-                                   rounds=1 if quick else 3, seconds=2.0 if quick else 4.0)
+                                   rounds=1 if quick else 8, seconds=2.0 if quick else 4.0)
     return digest(raw)
 
 
@@ -208,6 +213,8 @@ def digest(raw: dict) -> dict:
         out[name] = {"max_gap_ms": max(p["max_gap_ms"] for p in mine),
                      "max_late_ms": max(p["max_late_ms"] for p in mine),
                      "to_death_ms": summary([p["to_death_ms"] for p in mine]),
+                     "to_signal_ms": summary([p.get("to_signal_ms") for p in mine]),
+                     "signal_to_death_ms": summary([p.get("signal_to_death_ms") for p in mine]),
                      "killed": sum(p["killed"] for p in mine), "phases": len(mine),
                      # a hog that never took MemAvailable under the level is
                      # not a miss: the level was set from an understated reading
