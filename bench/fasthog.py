@@ -240,7 +240,7 @@ def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
 
 def run(quick: bool = False) -> dict:
     harness.helper_path()
-    raw = harness.in_pid_namespace("fasthog", "runs", timeout=900, pairs=1 if quick else 4,
+    raw = harness.in_pid_namespace("fasthog", "runs", timeout=900, pairs=1 if quick else 6,
                                    threads=hog_threads(), own_fills=1 if quick else 2)
     return digest(raw)
 
