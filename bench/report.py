@@ -185,6 +185,13 @@ def selection_lines(selection: dict) -> list[str]:
                      + " ".join(f"{c:>17}" for c in cells)
                      + f" {_num(memory.get('kib_per_1000'), '.0f'):>8}"
                      + f" {_num(memory.get('kernel_kib_per_1000'), '.0f'):>8}")
+    phased = [(count, selection["counts"][count].get("oorkiller_phases_ms")) for count in counts]
+    if any(phases for _, phases in phased):
+        lines.append("  oorkiller's full selection by phase (ms): refresh (list /proc) / rules / sample (preads) / rank")
+        for count, phases in phased:
+            if phases:
+                lines.append(f"  {count:>6} " + " / ".join(_num(phases.get(name), ".2f")
+                                                         for name in ("refresh", "rules", "sample", "rank")))
     return lines
 
 

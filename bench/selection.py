@@ -10,8 +10,9 @@ Each process count runs in its own PID namespace (`measure_at`), where /proc
 lists only the sleepers the scenario started. In every round, one after the
 other (A B A B):
 
-- oorkiller: ProcTable.refresh + sample_memory + rank_memory on a warm table,
-  in-process, timed with perf_counter (the "full selection");
+- oorkiller: ProcTable.refresh + rules + sample_memory + rank_memory on a
+  warm table, in-process, timed with perf_counter (the "full selection"),
+  over three fresh tables per round, each phase timed too;
 - the floor: the C helper preads one held `oom_score` fd per process;
 - earlyoom 1.7 in --dryrun with levels that are always crossed: it decides
   in a loop with a 100 ms sleep; its selection cost is its decision cycle at
@@ -62,6 +63,7 @@ SCENARIO_FDS = 128             # descriptors the scenario itself holds besides t
 TABLE_MEMORY_PAIRS = 3         # with/without-table interpreter pairs per count
 BASELINE_COUNT = 40            # "a few dozen" processes for earlyoom's bare cycle
 RANK_DEPTH = 16                # as monitors.memory.RANK_DEPTH
+TABLES_PER_ROUND = 3           # fresh tables per round of the full selection
 NOHANG_LINE = re.compile(rb"Found (\d+) tasks with non-zero oom_score .* in (\d+)ms")
 
 
@@ -83,27 +85,44 @@ network: {{duplicate_mac: {{enabled: false}}}}
     return load_config_text(text, "<bench>")
 
 
-def full_selection_times(repeats: int) -> list[float]:
-    """Seconds for refresh + sample_memory + rank_memory on a warm table."""
+def full_selection_times(repeats: int, tables: int = TABLES_PER_ROUND) -> dict:
+    """Seconds for refresh + rules + sample_memory + rank_memory on a warm
+    table, `repeats` in all over `tables` fresh tables, each phase timed too.
+
+    Several tables, not one: a table keeps the speed it was built with for
+    its whole life (at 5,000 processes, 6.3 or 8.0 ms, each of 30 times),
+    so the median over one table per round flipped with the table's luck.
+    Every phase is slower in a slow table, the preads of sample_memory the
+    most (3.4-8.2 ms; 3.4 ms, the floor's, when they run alone in a loop,
+    with no listing of /proc between them, as the floor's do)."""
     from oorkiller.proc._proctable import ProcTable
     from oorkiller.judge.rules import RuleSet
     available = harness.mem_available()
     config = memory_config(available - GiB, available - 2 * GiB)
-    table = ProcTable("/proc", os.getpid())
     rules = RuleSet(config)
-    added, _ = table.refresh()
-    rules.apply(table, added)
-    table.sample_memory()
     times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
+    phases = {"refresh": [], "rules": [], "sample": [], "rank": []}
+    for _ in range(tables):
+        table = ProcTable("/proc", os.getpid())
         added, _ = table.refresh()
         rules.apply(table, added)
         table.sample_memory()
-        table.rank_memory(RANK_DEPTH)
-        times.append(time.perf_counter() - began)
-    table.close()
-    return times
+        for _ in range(max(1, repeats // tables)):
+            began = time.perf_counter()
+            added, _ = table.refresh()
+            listed = time.perf_counter()
+            rules.apply(table, added)
+            ruled = time.perf_counter()
+            table.sample_memory()
+            sampled = time.perf_counter()
+            table.rank_memory(RANK_DEPTH)
+            ranked = time.perf_counter()
+            times.append(ranked - began)
+            for name, start, end in (("refresh", began, listed), ("rules", listed, ruled),
+                                     ("sample", ruled, sampled), ("rank", sampled, ranked)):
+                phases[name].append(end - start)
+        table.close()
+    return {"times": times, "phases": phases}
 
 
 def floor_times(rounds: int) -> tuple[int, list[float]]:
@@ -480,7 +499,8 @@ def measure_at(count: int, rounds: int, quick: bool = False) -> dict:
         config = nohang_config(folder)
         for round_no in range(rounds):
             one = {}
-            one["oorkiller"] = full_selection_times(10 if quick else 30)
+            timed = full_selection_times(10 if quick else 30)
+            one["oorkiller"], one["oorkiller_phases"] = timed["times"], timed["phases"]
             one["floor_processes"], one["floor"] = floor_times(10 if quick else 30)
             one["earlyoom_cycles"] = earlyoom_cycles(started, eo_seconds)
             one["nohang"] = nohang_decisions(started, config, 3 if quick else 5, 20)
@@ -524,8 +544,11 @@ def digest(raw: dict) -> dict:
     base_cycle = summary(raw["earlyoom_baseline_cycles"])["median"]
     rows = {"oorkiller_ms": [], "floor_ms": [], "earlyoom_ms": [], "nohang_ms": [],
             "crossing_to_signal_ms": [], "earlyoom_cycle_ms": []}
+    phases = {}
     for one in raw["rounds"]:
         rows["oorkiller_ms"].append(summary(one["oorkiller"])["median"] * 1e3)
+        for name, seconds in one.get("oorkiller_phases", {}).items():
+            phases.setdefault(name, []).append(summary(seconds)["median"] * 1e3)
         rows["floor_ms"].append(summary(one["floor"])["median"] * 1e3)
         cycle = summary(one["earlyoom_cycles"])["median"]
         if cycle is not None and base_cycle is not None:
@@ -538,6 +561,8 @@ def digest(raw: dict) -> dict:
             if hog["to_signal"] is not None:
                 rows["crossing_to_signal_ms"].append(hog["to_signal"] * 1e3)
     out = {key: summary(values) for key, values in rows.items()}
+    # where the full selection's time goes (medians of round medians, ms)
+    out["oorkiller_phases_ms"] = {name: summary(values)["median"] for name, values in phases.items()}
     out["processes"] = raw["processes"]
     out["earlyoom_baseline_cycle_ms"] = base_cycle * 1e3 if base_cycle else None
     out["baseline_processes"] = raw["baseline_processes"]
