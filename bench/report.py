@@ -217,37 +217,44 @@ def table(results: dict) -> str:
 
 def own_figures(results: dict) -> dict:
     """For each ratio against a peer or the floor, oorkiller's own figure in
-    it (smaller is better); ratios of two of our own figures (worst case,
-    tables) and absolute figures are their own."""
+    it (smaller is better): its median, and its upper quartile where the
+    report has the spread. Ratios of two of our own figures (worst case,
+    tables) are their own; so are absolute figures, except crossing to
+    signal, whose spread the report has."""
     out = {}
-    median = lambda row, key: (row.get(key) or {}).get("median")
+    own = lambda row, key: {"median": (row.get(key) or {}).get("median"),
+                            "q3": (row.get(key) or {}).get("q3")}
     for count, row in results.get("selection", {}).get("counts", {}).items():
         for key in row.get("ratios", {}):
-            out[f"selection.{count}.{key}"] = median(row, "oorkiller_ms")
+            out[f"selection.{count}.{key}"] = own(row, "oorkiller_ms")
+        out[f"selection.{count}.crossing_to_signal_ms"] = own(row, "crossing_to_signal_ms")
     for prefix, hog in (("fasthog.threads", results.get("fasthog", {}).get("threads", {})),
                         ("fasthog", results.get("fasthog", {}))):
         ours = hog.get("oorkiller", {})
         for key in hog.get("ratios", {}):
             figure = "overshoot_mib" if key.startswith("overshoot") else "to_death_ms"
-            out[f"{prefix}.{key}"] = median(ours, figure)
+            out[f"{prefix}.{key}"] = own(ours, figure)
     idle = results.get("idle", {}).get("oorkiller", {})
     for key in results.get("idle", {}).get("ratios", {}):
         if key.startswith("cpu_oorkiller"):
-            out[f"idle.{key}"] = median(idle, "cpu_us_per_s")
+            out[f"idle.{key}"] = own(idle, "cpu_us_per_s")
         elif key.startswith("rss_"):
-            out[f"idle.{key}"] = idle.get("vmrss_kib")
+            out[f"idle.{key}"] = {"median": idle.get("vmrss_kib"), "q3": None}
         elif key.startswith("wakeups_oorkiller"):
-            out[f"idle.{key}"] = median(idle, "wakeups_per_s")
+            out[f"idle.{key}"] = own(idle, "wakeups_per_s")
     return out
 
 
 def compare(current: dict, previous: dict) -> tuple[list[str], list[str]]:
     """Ratios worse by more than REGRESSION since `previous`: (regressions,
-    moved). A ratio against a peer or the floor counts as a regression only
-    when oorkiller's own figure in it got worse by as much too; when ours
-    held and the other side moved (a peer's lucky runs, a faster floor) it
-    is listed as moved, with both figures, not flagged. A host that slows
-    everything moves ours too, so it is still flagged."""
+    moved). A ratio with oorkiller's own figure in it counts as a
+    regression only when that figure got worse by as much too, and beyond
+    the spread the previous report measured for it (its median past the
+    previous upper quartile). When ours held and the other side moved (a
+    peer's lucky runs, a faster floor), or ours moved within what the
+    previous run itself spread over, the line is listed as moved, with both
+    figures, not flagged. A host that slows everything moves ours too, out
+    of its old spread, so it is still flagged."""
     flagged, moved = [], []
     now, before = flat_ratios(current), flat_ratios(previous)
     own_now, own_before = own_figures(current), own_figures(previous)
@@ -260,12 +267,16 @@ def compare(current: dict, previous: dict) -> tuple[list[str], list[str]]:
         if not (value and change > REGRESSION):
             continue
         line = f"{name}: {old:.3f} -> {value:.3f} ({change:+.0%} worse)"
-        ours, ours_before = own_now.get(name), own_before.get(name)
-        if ours is not None and ours_before:
-            own_change = ours / ours_before - 1
-            line += f"; ours {ours_before:.4g} -> {ours:.4g} ({own_change:+.0%})"
+        ours, ours_before = own_now.get(name, {}), own_before.get(name, {})
+        if ours.get("median") is not None and ours_before.get("median"):
+            own_change = ours["median"] / ours_before["median"] - 1
+            line += f"; ours {ours_before['median']:.4g} -> {ours['median']:.4g} ({own_change:+.0%})"
             if own_change <= REGRESSION:
                 moved.append(line)
+                continue
+            upper = ours_before.get("q3")
+            if upper is not None and ours["median"] <= upper:
+                moved.append(line + f", within the previous run's spread (upper quartile {upper:.4g})")
                 continue
         flagged.append(line)
     return flagged, moved

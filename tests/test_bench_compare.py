@@ -1,6 +1,8 @@
 """The bench's regression check (`python -m bench --compare`): a ratio that
-got worse is a regression when oorkiller's own figure in it got worse too;
-when only the peer's or the floor's side moved, it is listed, not flagged."""
+got worse is a regression when oorkiller's own figure in it got worse too,
+past the spread the previous report measured for it; when only the peer's
+or the floor's side moved, or ours moved within that spread, it is listed,
+not flagged."""
 import sys
 from pathlib import Path
 
@@ -15,10 +17,10 @@ finally:
 
 
 def report(ours_ms, earlyoom_ms, overshoot_ours, overshoot_earlyoom, idle_ours, idle_nohang,
-           load_over_idle=1.3):
+           load_over_idle=1.3, ours_ms_q3=None):
     return {
         "selection": {"counts": {"5000": {
-            "oorkiller_ms": {"median": ours_ms},
+            "oorkiller_ms": {"median": ours_ms, "q3": ours_ms_q3},
             "ratios": {"earlyoom_over_oorkiller": earlyoom_ms / ours_ms}}}},
         "fasthog": {"oorkiller": {"overshoot_mib": {"median": overshoot_ours}},
                     "ratios": {"overshoot_oorkiller_over_earlyoom": overshoot_ours / overshoot_earlyoom}},
@@ -69,3 +71,25 @@ def test_a_ratio_of_two_of_our_own_figures_is_flagged_on_its_own():
     flagged, moved = compare(now, BEFORE)
     assert names(flagged) == ["worstcase.to_death_load_over_idle"]
     assert moved == []
+
+
+def test_ours_moving_within_the_previous_runs_spread_is_listed_not_flagged():
+    """The previous run's rounds spread up to 9.4 ms (one round of 12.5):
+    a median of 8.0 is inside what that run itself measured."""
+    before = report(ours_ms=6.4, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
+                    idle_ours=300.0, idle_nohang=360.0, ours_ms_q3=9.4)
+    now = report(ours_ms=8.0, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
+                 idle_ours=300.0, idle_nohang=360.0, ours_ms_q3=8.1)
+    flagged, moved = compare(now, before)
+    assert flagged == []
+    assert names(moved) == ["selection.5000.earlyoom_over_oorkiller"]
+    assert "upper quartile 9.4" in moved[0]
+
+
+def test_ours_moving_past_the_previous_runs_spread_is_a_regression():
+    before = report(ours_ms=6.4, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
+                    idle_ours=300.0, idle_nohang=360.0, ours_ms_q3=6.5)
+    now = report(ours_ms=8.0, earlyoom_ms=40.0, overshoot_ours=9.0, overshoot_earlyoom=77.0,
+                 idle_ours=300.0, idle_nohang=360.0, ours_ms_q3=8.1)
+    flagged, _ = compare(now, before)
+    assert names(flagged) == ["selection.5000.earlyoom_over_oorkiller"]
