@@ -89,12 +89,13 @@ def full_selection_times(repeats: int, tables: int = TABLES_PER_ROUND) -> dict:
     """Seconds for refresh + rules + sample_memory + rank_memory on a warm
     table, `repeats` in all over `tables` fresh tables, each phase timed too.
 
-    Several tables, not one: a table keeps the speed it was built with for
-    its whole life (at 5,000 processes, 6.3 or 8.0 ms, each of 30 times),
-    so the median over one table per round flipped with the table's luck.
-    Every phase is slower in a slow table, the preads of sample_memory the
-    most (3.4-8.2 ms; 3.4 ms, the floor's, when they run alone in a loop,
-    with no listing of /proc between them, as the floor's do)."""
+    Several tables, not one: the speed of a selection holds for a second
+    or more and then drifts with the host's caches (at 5,000 processes,
+    6.3 ms for 30 selections in a row, then 8.0; on one table 8.2, then
+    5.1 within a minute), so one spell a round made the round's median
+    flip; three short spells on fresh tables sample more of the drift.
+    The preads of sample_memory move the most (3.4-8.2 ms; the table's own
+    C loop over the same fds moves with them, within 3%)."""
     from oorkiller.proc._proctable import ProcTable
     from oorkiller.judge.rules import RuleSet
     available = harness.mem_available()
