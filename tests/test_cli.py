@@ -173,6 +173,14 @@ def test_candidates_escape_cgroup_paths_and_reasons_too():
     assert "/user.slice/evil\\x1b]0;t\\x07\\xff" in text and "a\\x1b[31m" in text
 
 
+def test_the_modules_only_the_command_line_used_are_dropped_before_the_daemon_runs():
+    code = ("import sys; from oorkiller import cli; cli.build_parser().parse_args(['run']); "
+            "cli.forget_the_command_line(); "
+            "print(sorted({'argparse', 'gettext', 'locale', 'oorkiller.cli.events'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_daemon_starts_without_what_only_the_command_line_needed(tmp_path):
     """argparse would ask shutil for the terminal's width, and shutil loads
     the bz2, lzma and zlib libraries; `oorkiller events --json` needs json:

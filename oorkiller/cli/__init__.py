@@ -32,9 +32,10 @@ def make_writer(config, to_kmsg: bool | None = None):
     return RecordWriter(kmsg=kmsg, stderr=config.log.stderr)
 
 
-# Modules only the parsing of the command line used. The daemon runs for
-# months with its memory locked; it starts without them.
-PARSING_ONLY = ("argparse", "gettext", "oorkiller.cli.events")
+# Modules only the parsing of the command line used (gettext, argparse's,
+# brought locale). The daemon runs for months with its memory locked; it
+# starts without them.
+PARSING_ONLY = ("argparse", "gettext", "locale", "oorkiller.cli.events")
 
 
 def forget_the_command_line() -> None:
