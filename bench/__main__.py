@@ -34,9 +34,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def is_report(path: str) -> bool:
+    """A report of this suite (not the soak's verdict or another JSON beside it)."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and "machine" in content and any(s in content for s in SCENARIOS)
+
+
 def previous_report(out: str, exclude: str | None) -> str | None:
     found = sorted(glob.glob(os.path.join(out, "*.json")), key=os.path.getmtime)
-    found = [f for f in found if f != exclude]
+    found = [f for f in found if f != exclude and is_report(f)]
     return found[-1] if found else None
 
 

@@ -9,7 +9,9 @@ conntrack) off, so the cost of those three readings shows in the same run;
 earlyoom 1.7 --dryrun with Debian's arguments
 (/etc/default/earlyoom), and nohang 0.2.0 --monitor with its shipped
 configuration (nohang has no dry run: in its namespace there is nothing to
-kill, and memory is far above its levels). After a warm-up, the run is cut
+kill, and memory is far above its levels); and a bare Python interpreter
+that only sleeps (`python -c`, the interpreter the bench runs on), whose
+VmRSS is the floor under any Python daemon's. After a warm-up, the run is cut
 into windows; per window, from the host's /proc:
 
 - CPU seconds per second: sum over the process's threads of the first
@@ -25,6 +27,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -74,6 +77,7 @@ def commands(folder: str) -> dict:
         "oorkiller_no_tables": ["oorkiller", "run", "--dry-run", "-c", without_tables(folder)],
         "earlyoom": ["earlyoom", "--dryrun", *earlyoom_args()],
         "nohang": ["nohang", "--monitor", "-c", nohang_conf],
+        "python_bare": [sys.executable, "-c", "import time; time.sleep(3600)"],
     }
 
 
