@@ -177,11 +177,19 @@ def _why_idle(key: str, idle: dict) -> str:
                 f"are due every second: per wake-up {cpu('oorkiller') / wakeups('oorkiller'):.0f} us "
                 f"against nohang's {cpu('nohang') / wakeups('nohang'):.0f}")
     if key == "vmrss_mib" and idle.get("python_bare", {}).get("vmrss_kib"):
-        bare, ours = idle["python_bare"]["vmrss_kib"] / 1024, idle["oorkiller"]["vmrss_kib"] / 1024
+        bare, ours = idle["python_bare"], idle["oorkiller"]
+        mib = lambda row, key: (row.get(key) or 0) / 1024
         level = TARGETS["idle.vmrss_mib"][0]
-        return (f"a bare Python interpreter measured {bare:.1f} MiB beside it: {level:g} MiB leaves "
-                f"{level - bare:.1f} MiB for PyYAML, the standard modules the daemon uses and its own "
-                f"code and state, which took {ours - bare:.1f} MiB")
+        why = (f"a bare Python interpreter measured {mib(bare, 'vmrss_kib'):.1f} MiB beside it: "
+               f"{level:g} MiB leaves {level - mib(bare, 'vmrss_kib'):.1f} MiB for PyYAML, the standard "
+               f"modules the daemon uses and its own code and state, which took "
+               f"{mib(ours, 'vmrss_kib') - mib(bare, 'vmrss_kib'):.1f} MiB")
+        if ours.get("rssanon_kib") and bare.get("rssanon_kib"):
+            why += (f"; anonymous memory {mib(ours, 'rssanon_kib'):.1f} MiB against the bare "
+                    f"interpreter's {mib(bare, 'rssanon_kib'):.1f}, file pages "
+                    f"{mib(ours, 'vmrss_kib') - mib(ours, 'rssanon_kib'):.1f} against "
+                    f"{mib(bare, 'vmrss_kib') - mib(bare, 'rssanon_kib'):.1f}")
+        return why
     return ""
 
 
@@ -511,7 +519,7 @@ def _plot_selection(plt, selection: dict, path: str) -> str:
 def _plot_idle(plt, idle: dict, path: str) -> str:
     names = [n for n in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang", "python_bare")
              if n in idle]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 5))
     axes[0].bar(names, [idle[n]["cpu_us_per_s"]["median"] for n in names])
     axes[0].set_title("CPU µs per second")
     axes[1].bar(names, [idle[n]["vmrss_kib"] / 1024 for n in names], label="VmRSS")
@@ -520,6 +528,8 @@ def _plot_idle(plt, idle: dict, path: str) -> str:
     axes[1].legend()
     axes[2].bar(names, [idle[n]["wakeups_per_s"]["median"] for n in names])
     axes[2].set_title("wakeups per second")
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=40)      # six names side by side
     fig.suptitle(f"Idle cost over {idle['seconds']:g} s (medians)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
