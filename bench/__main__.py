@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     print(f"\nreport: {path}")
     if before is not None and not (args.report_only and os.path.samefile(baseline, path)):
         flagged, moved = report.compare(results, before)
-        print(f"compared with {baseline}: " + ("no regression" if not flagged else ""))
+        print(f"compared with {baseline}: "
+              + (f"{len(flagged)} regression(s) flagged" if flagged else "no regression"))
         for line in flagged:
             print(f"  REGRESSION {line}")
         for line in moved:
