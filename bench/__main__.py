@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         for line in flagged:
             print(f"  REGRESSION {line}")
         for line in moved:
-            held = "within the previous run's spread" in line
+            held = report.WITHIN_SPREAD in line
             print(f"  {'moved within the noise' if held else 'moved by the other side, ours held'}: {line}")
         return 1 if flagged else 0
     return 0

@@ -13,6 +13,7 @@ import time
 from bench.harness import ROOT, mem_total
 
 REGRESSION = 0.20
+WITHIN_SPREAD = "within the previous run's spread"   # how compare marks ours held by the old spread
 # Ratios where a larger number is better (how many times slower a peer is);
 # every other ratio is "ours over theirs/floor/idle": smaller is better.
 HIGHER_IS_BETTER = ("earlyoom_over_oorkiller", "nohang_over_oorkiller")
@@ -64,17 +65,22 @@ def flat_ratios(results: dict) -> dict:
     for scenario in ("fasthog", "idle", "worstcase"):
         for key, value in results.get(scenario, {}).get("ratios", {}).items():
             out[f"{scenario}.{key}"] = value
-        idle = results.get("idle", {}).get("oorkiller")
-        if scenario == "idle" and idle:
-            # Two targets on our own figures alone: the footprint and the wake-ups.
-            if idle.get("vmrss_kib"):
-                out["idle.vmrss_mib"] = idle["vmrss_kib"] / 1024
-            if "wakeups_per_s" in idle:
-                out["idle.wakeups_per_s"] = idle["wakeups_per_s"]["median"]
+        if scenario == "idle":
+            out.update(_idle_own_targets(results.get("idle", {}).get("oorkiller") or {}))
     worst = results.get("worstcase")
     if worst:
         out["worstcase.max_gap_over_interval_plus_50ms"] = (
             worst["load"]["max_gap_ms"] / (worst["load"]["interval_ms"] + 50))
+    return out
+
+
+def _idle_own_targets(ours: dict) -> dict:
+    """Two targets on our own figures alone: the footprint and the wake-ups."""
+    out = {}
+    if ours.get("vmrss_kib"):
+        out["idle.vmrss_mib"] = ours["vmrss_kib"] / 1024
+    if "wakeups_per_s" in ours:
+        out["idle.wakeups_per_s"] = ours["wakeups_per_s"]["median"]
     return out
 
 
@@ -94,23 +100,29 @@ def target_of(name: str):
     return None
 
 
+def shortfall(name: str, value):
+    """How far a figure is from its target: 0.0 when met, None without a
+    target or a value; for "<=" how far over it, for ">=" how much faster
+    oorkiller would have to be."""
+    target = target_of(name)
+    if target is None or value is None:
+        return None
+    level, op = target
+    if (value <= level) if op == "<=" else (value >= level):
+        return 0.0
+    return value / level - 1 if op == "<=" else (level / value - 1 if value else float("inf"))
+
+
 def verdict(name: str, value) -> str:
-    """"target <= 2: met", or "MISSED by 81%": how far the figure is from
-    its target (for ">=", how much faster oorkiller would have to be)."""
+    """"target <= 2: met", or "MISSED by 81%"."""
     target = target_of(name)
     if target is None:
         return ""
     level, op = target
-    if value is None:
+    short = shortfall(name, value)
+    if short is None:
         return f"target {op} {level:g}: no value"
-    if (value <= level) if op == "<=" else (value >= level):
-        return f"target {op} {level:g}: met"
-    short = value / level - 1 if op == "<=" else (level / value - 1 if value else float("inf"))
-    return f"target {op} {level:g}: MISSED by {short:.0%}"
-
-
-def missed(name: str, value) -> bool:
-    return "MISSED" in verdict(name, value)
+    return f"target {op} {level:g}: " + ("met" if short == 0 else f"MISSED by {short:.0%}")
 
 
 # ------------------------------------------------------------------ why a target was missed
@@ -178,7 +190,7 @@ def _why_idle(key: str, idle: dict) -> str:
                 f"against nohang's {cpu('nohang') / wakeups('nohang'):.0f}")
     if key == "vmrss_mib" and idle.get("python_bare", {}).get("vmrss_kib"):
         bare, ours = idle["python_bare"], idle["oorkiller"]
-        mib = lambda row, key: (row.get(key) or 0) / 1024
+        mib = lambda row, field: (row.get(field) or 0) / 1024
         level = TARGETS["idle.vmrss_mib"][0]
         why = (f"a bare Python interpreter measured {mib(bare, 'vmrss_kib'):.1f} MiB beside it: "
                f"{level:g} MiB leaves {level - mib(bare, 'vmrss_kib'):.1f} MiB for PyYAML, the standard "
@@ -278,14 +290,22 @@ def worstcase_lines(worst: dict) -> list[str]:
     return lines
 
 
+# The idle scenario's processes, in the order the table and the plot show them.
+IDLE_CONTENDERS = ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang", "python_bare")
+
+
+def contenders(idle: dict) -> list[str]:
+    """The idle scenario's processes this report has (older ones lack some)."""
+    return [name for name in IDLE_CONTENDERS if name in idle]
+
+
 def idle_lines(idle: dict) -> list[str]:
     lines = [f"idle over {idle['seconds']:g} s, medians of windows: CPU us/s, wake-ups/s, VmRSS"]
-    for name in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang", "python_bare"):
-        if name in idle:
-            row = idle[name]
-            lines.append(f"  {name:20} {_num(row['cpu_us_per_s']['median'], '.0f'):>6} us/s  "
-                         f"{_num(row['wakeups_per_s']['median'], '.2f'):>5}/s  "
-                         f"{row['vmrss_kib'] / 1024:.1f} MiB")
+    for name in contenders(idle):
+        row = idle[name]
+        lines.append(f"  {name:20} {_num(row['cpu_us_per_s']['median'], '.0f'):>6} us/s  "
+                     f"{_num(row['wakeups_per_s']['median'], '.2f'):>5}/s  "
+                     f"{row['vmrss_kib'] / 1024:.1f} MiB")
     if "tables_add_us_per_s" in idle and "twins_differ_us_per_s" in idle:
         added, noise = idle["tables_add_us_per_s"], idle["twins_differ_us_per_s"]
         lines.append(f"  the table shields add {added:.0f} us/s; two identical daemons differ by {noise:.0f} us/s "
@@ -334,7 +354,7 @@ def table(results: dict) -> str:
     for name, value in flat_ratios(results).items():
         shown = "n/a" if value is None else f"{value:9.3f}"
         lines.append(f"{name:58} {shown:>9}  {verdict(name, value)}")
-        why = why_missed(name, results) if missed(name, value) else ""
+        why = why_missed(name, results) if shortfall(name, value) else ""
         if why:
             lines += textwrap.wrap(f"why: {why}", 90, initial_indent="    ", subsequent_indent="         ")
     if any(k in results for k in ("fasthog", "selection", "idle", "ticks", "worstcase")):
@@ -416,7 +436,7 @@ def compare(current: dict, previous: dict) -> tuple[list[str], list[str]]:
                 continue
             upper = ours_before.get("q3")
             if upper is not None and ours["median"] <= upper:
-                moved.append(line + f", within the previous run's spread (upper quartile {upper:.4g})")
+                moved.append(line + f", {WITHIN_SPREAD} (upper quartile {upper:.4g})")
                 continue
         flagged.append(line)
     return flagged, moved
@@ -517,8 +537,7 @@ def _plot_selection(plt, selection: dict, path: str) -> str:
 
 
 def _plot_idle(plt, idle: dict, path: str) -> str:
-    names = [n for n in ("oorkiller", "oorkiller_twin", "oorkiller_no_tables", "earlyoom", "nohang", "python_bare")
-             if n in idle]
+    names = contenders(idle)
     fig, axes = plt.subplots(1, 3, figsize=(13, 5))
     axes[0].bar(names, [idle[n]["cpu_us_per_s"]["median"] for n in names])
     axes[0].set_title("CPU µs per second")
