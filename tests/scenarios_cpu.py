@@ -239,19 +239,23 @@ def busy_but_healthy() -> dict:
 
 
 def spinners_after_a_storm() -> dict:
-    """A storm of 30 spinners ends by itself; the one-minute load average is
+    """A storm of 45 spinners ends by itself; the one-minute load average is
     still high when two spinners make a merely busy machine. Default cpu
-    settings with a short `for`: the machine as it is now is healthy."""
-    storm = start("group", "storm", 30, 25)
+    settings with a short `for`: the machine as it is now is healthy.
+
+    The kernel folds the run queue into the load average every 5 s, so a
+    20 s storm is sampled at least three times: 45 x (1 - e^(-15/60)) is
+    about 10, 5 per CPU on two CPUs, above the 4 the test asks for."""
+    storm = start("group", "storm", 45, 20)
     pgid = storm.extra[0]
     storm.wait(40)
     wait_until(lambda: not [p for p in _group_pids(pgid) if not is_dead(p)], 10)
     reap_all()
     load_at_start = load_per_cpu_now()
     daemon = Daemon(base_config(cpu={"enabled": True, "for": "5s"}))
-    first = start("spin", "compiler1", 1, 16)
-    second = start("spin", "compiler2", 1, 16)
-    busy = busy_share(12)
+    first = start("spin", "compiler1", 1, 13)
+    second = start("spin", "compiler2", 1, 13)
+    busy = busy_share(9)                         # busy for longer than `for` (5s)
     return finish(daemon, first, second, busy=busy, load_at_start=load_at_start,
                   load_at_end=load_per_cpu_now())
 

@@ -37,7 +37,13 @@ def hog_among_others(chunk: int, pause: float, dry_run: bool = False) -> dict:
     daemon = Daemon(config, *(["--dry-run"] if dry_run else []))
     hog = victim("hog", "hog", "--chunk", str(chunk), "--pause", str(pause), "--cap", "2600")
     began = time.monotonic()
-    died = wait_exit(hog, 8 if dry_run else 30)
+    if dry_run:
+        # A signal would follow the decision within milliseconds: two
+        # seconds after it, a hog still alive was not signalled.
+        wait_until(lambda: daemon.records("term") or daemon.records("kill"), 15)
+        died = wait_exit(hog, 2)
+    else:
+        died = wait_exit(hog, 30)
     died_after = time.monotonic() - began
     time.sleep(0.5)
     stopped = daemon.stop()
