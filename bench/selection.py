@@ -25,7 +25,9 @@ other (A B A B):
 - oorkiller's crossing-to-signal: a MemoryShield on its own thread (as
   daemon.Clock runs it), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
-  moment the SIGKILL was sent (engine hook, after the send).
+  return of the call that sent the SIGKILL (the engine's `send`, timed
+  where the engine calls it). The time to the kill's record, which the
+  engine writes after the signal, is kept beside it (`crossing_to_record_ms`).
 
 Per-process cost: each median divided by the processes in the namespace
 (µs per process), so the flatness over the counts shows. The table's memory:
@@ -46,6 +48,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -308,7 +311,8 @@ def descriptor_room(count: int) -> str:
 
 
 class SignalClock:
-    """Engine hooks: when each signal was sent."""
+    """Engine hooks: when each signal's record was written (the engine
+    calls `after` once the record is out, after the signal)."""
 
     def __init__(self):
         self.sent: list[tuple[float, str, dict]] = []
@@ -329,6 +333,8 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
     from oorkiller.shields.memory import MemoryShield
     from oorkiller.judge.rules import RuleSet
 
+    import oorkiller.act.engine as engine_module
+
     results = []
     for _ in range(hogs):
         available = harness.mem_available()
@@ -348,6 +354,16 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
             return mem
 
         monitor.read = timed_read
+        killed_at: list[float] = []
+        original_send = engine_module.send
+
+        def timed_send(target, signum, original_send=original_send, killed_at=killed_at):
+            result = original_send(target, signum)
+            if signum == signal.SIGKILL and result == "sent":
+                killed_at.append(time.monotonic())
+            return result
+
+        engine_module.send = timed_send
         stopping = threading.Event()
         runner = Clock(monitor, executor, writer, stopping)
         runner.start()
@@ -360,14 +376,16 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
             hog = started.helper("hog", 2560)
             died = _wait_exit(hog, 10)
             crossing = next((t for t, a in readings if a < kill), None)
-            kills = [t for t, event, _ in clock.sent if event == "kill"]
+            records = [t for t, event, _ in clock.sent if event == "kill"]
             results.append({
                 "killed": died, "crossed": crossing is not None, "crossing_at": crossing,
-                "to_signal": (kills[0] - crossing) if kills and crossing else None,
+                "to_signal": (killed_at[0] - crossing) if killed_at and crossing else None,
+                "to_record": (records[0] - crossing) if records and crossing else None,
                 "readings": len(readings), "kill_level": kill,
                 "lowest": min((a for _, a in readings), default=None),
                 "events": [event for _, event, _ in clock.sent]})
         finally:
+            engine_module.send = original_send
             stopping.set()
             runner.stop()
             runner.join(2)
@@ -544,7 +562,7 @@ def digest(raw: dict) -> dict:
     """Per round medians, then the median and spread over rounds."""
     base_cycle = summary(raw["earlyoom_baseline_cycles"])["median"]
     rows = {"oorkiller_ms": [], "floor_ms": [], "earlyoom_ms": [], "nohang_ms": [],
-            "crossing_to_signal_ms": [], "earlyoom_cycle_ms": []}
+            "crossing_to_signal_ms": [], "crossing_to_record_ms": [], "earlyoom_cycle_ms": []}
     phases = {}
     for one in raw["rounds"]:
         rows["oorkiller_ms"].append(summary(one["oorkiller"])["median"] * 1e3)
@@ -561,6 +579,8 @@ def digest(raw: dict) -> dict:
         for hog in one["crossing"]:
             if hog["to_signal"] is not None:
                 rows["crossing_to_signal_ms"].append(hog["to_signal"] * 1e3)
+            if hog.get("to_record") is not None:
+                rows["crossing_to_record_ms"].append(hog["to_record"] * 1e3)
     out = {key: summary(values) for key, values in rows.items()}
     # where the full selection's time goes (medians of round medians, ms)
     out["oorkiller_phases_ms"] = {name: summary(values)["median"] for name, values in phases.items()}
