@@ -83,8 +83,12 @@ def exec_into_protected(spin_before: float = 2.5) -> dict:
     guarded_dir = tempfile.mkdtemp(prefix="oorkiller-guarded-")
     guarded = os.path.join(guarded_dir, "guarded-python")
     shutil.copy2(os.path.realpath(sys.executable), guarded)
+    # The shield must list the process while it is still `hog`: a calm CPU
+    # shield lists nothing, so its level (60%) is one two spinning threads
+    # cross at its first reading even on a host that steals some of their
+    # time, and the choice (`for` 3s later) still comes after the exec.
     config = base_config(
-        cpu={"enabled": True, "interval": "500ms", "usage": "90%", "runnable_per_cpu": 0,
+        cpu={"enabled": True, "interval": "500ms", "usage": "60%", "runnable_per_cpu": 0,
              "for": "3s", "min_share": "25%", "kill": "auto", "term_timeout": "1s",
              "cooldown": "60s"},
         rules=[{"match": {"exe": f"^{guarded}$"}, "protect": True}])

@@ -356,7 +356,7 @@ def test_a_process_that_execs_a_protected_program_after_it_was_seen_is_not_signa
     before the first signal refuses the kill and says which member refused it."""
     result = in_pid_namespace("scenarios_security", "exec_into_protected", timeout=120)
     assert result["ready"] and result["exe_after"] == result["guarded"], result
-    assert result["refused"] is not None, result["records"]
+    assert result["refused"] is not None, [(r["event"], r.get("name"), r.get("reason")) for r in result["records"]]
     assert "kill refused" in result["refused"]["reason"] and "protected by rule" in result["refused"]["reason"]
     assert result["alive"] and result["ended"]["hog"] == "alive", result
     assert not [r for r in result["records"] if r["event"] in ("term", "kill")], result["records"]
