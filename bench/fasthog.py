@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -94,15 +95,18 @@ def oorkiller_config(level: int) -> str:
 
 
 def start_shield(started: Started, shield: str, level: int):
-    """Starts the shield; returns it once it watches."""
+    """Starts the shield; returns it once it watches (`stop_shield` ends it)."""
+    config = None
     if shield == "oorkiller":
-        argv = ["oorkiller", "run", "-c", oorkiller_config(level)]
+        config = oorkiller_config(level)
+        argv = ["oorkiller", "run", "-c", config]
         marker = "oorkiller: start "
     else:
         argv = ["earlyoom", "-M", f"{level // 1024},{level // 1024}", "-r", "0"]
         marker = "SIGKILL when mem"
     proc = started.start(argv, wait_ready=False, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, errors="replace")
+    proc.config = config
     ready = threading.Event()
     proc.lines = []
 
@@ -114,9 +118,17 @@ def start_shield(started: Started, shield: str, level: int):
 
     threading.Thread(target=collect, daemon=True).start()
     if not ready.wait(20):
+        stop_shield(started, proc)
         raise RuntimeError(f"{shield} did not start: {proc.lines[-5:]}")
     time.sleep(0.5)
     return proc
+
+
+def stop_shield(started: Started, proc) -> None:
+    """Kills the shield and removes the configuration written for it."""
+    started.kill(proc)
+    if proc.config is not None:
+        shutil.rmtree(os.path.dirname(proc.config), ignore_errors=True)
 
 
 def wait_death(pid: int, timeout: float) -> float | None:
@@ -156,7 +168,7 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
     finally:
         if hog is not None:
             started.kill(hog)
-        started.kill(daemon)
+        stop_shield(started, daemon)
     full = [line.split() for line in (hog.stdout.read() or "").splitlines() if line.startswith("full ")]
     full_at = ready + float(full[0][1]) if full else None     # when it reached its cap
     samples = sampler.samples
