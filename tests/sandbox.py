@@ -35,12 +35,26 @@ def oorkiller_command() -> list[str]:
     return [exe]
 
 
+def run_in_scratch(argv: list[str], **run_args) -> subprocess.CompletedProcess:
+    """subprocess.run(argv) with TMPDIR a folder of its own, removed when
+    the command is done: whatever a scenario makes with tempfile goes with
+    it (the mounts it made there went with its private mount namespace).
+    The folder is readable by all: a scenario's other users (nobody's home,
+    its hog) must reach into it."""
+    scratch = tempfile.mkdtemp(prefix="oorkiller-scenario-")
+    os.chmod(scratch, 0o755)
+    try:
+        return subprocess.run(argv, env=dict(os.environ, TMPDIR=scratch), **run_args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def in_pid_namespace(module: str, function: str, timeout: float = 90, **params) -> dict:
     """Run tests/MODULE.py:FUNCTION(**params) as PID 1 of a new PID namespace."""
     code = (f"import sys, json; sys.path.insert(0, {TESTS!r}); import {module}; "
             f"result = {module}.{function}(**json.loads(sys.argv[1])); "
             f"print(json.dumps(result), flush=True)")
-    proc = subprocess.run(
+    proc = run_in_scratch(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, json.dumps(params)],
         capture_output=True, text=True, timeout=timeout, cwd="/")
     lines = proc.stdout.strip().splitlines()

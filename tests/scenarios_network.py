@@ -13,6 +13,8 @@ import sys
 import tempfile
 import time
 
+from sandbox import run_in_scratch
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 INTERVAL = "200ms"
 
@@ -23,7 +25,7 @@ def in_net_namespace(function: str, timeout: float = 90, **params) -> dict:
     code = (f"import sys, json; sys.path.insert(0, {TESTS!r}); import scenarios_network as s; "
             f"s.enter_private_sysfs(); result = s.{function}(**json.loads(sys.argv[1])); "
             f"print(json.dumps(result), flush=True)")
-    proc = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-c", code, json.dumps(params)],
+    proc = run_in_scratch(["unshare", "--net", "--mount", sys.executable, "-c", code, json.dumps(params)],
                           capture_output=True, text=True, timeout=timeout, cwd="/")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from oorkiller.proc.mounts import MountError, read_mounts, resolve
+from sandbox import run_in_scratch
 
 
 
@@ -53,7 +54,7 @@ print(json.dumps({"a": [a.device, a.mount_point, a.root], "b": [b.device, b.moun
 
 
 def test_a_bind_mount_is_the_same_file_system_as_its_source():
-    out = subprocess.run(["unshare", "--mount", sys.executable, "-c", SCRIPT],
+    out = run_in_scratch(["unshare", "--mount", sys.executable, "-c", SCRIPT],
                          capture_output=True, text=True, timeout=30, check=True, cwd="/")
     seen = json.loads(out.stdout)
     assert seen["a"][0] == seen["b"][0], "one file system, one device"

@@ -24,7 +24,7 @@ import pytest
 from oorkiller.act import cleanup
 from oorkiller.config import CleanupRule, ConfigError, load_config, load_config_text
 
-from sandbox import in_pid_namespace
+from sandbox import in_pid_namespace, run_in_scratch
 
 HOUR = 3600
 CONFIG = "memory: {enabled: false}\n"
@@ -172,7 +172,7 @@ def test_a_hard_link_to_an_outside_file_loses_only_its_name_in_the_cleanup_direc
 def in_mount_namespace(code: str) -> dict:
     """Run Python `code` (which sets `result`) in a private mount namespace."""
     script = "import json, os, subprocess, sys\n" + textwrap.dedent(code) + "\nprint(json.dumps(result))\n"
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
+    done = run_in_scratch(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
