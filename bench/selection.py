@@ -25,9 +25,10 @@ other (A B A B):
 - oorkiller's crossing-to-signal: a MemoryShield on its own thread (as
   daemon.Clock runs it), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
-  return of the call that sent the SIGKILL (the engine's `send`, timed
-  where the engine calls it). The time to the kill's record, which the
-  engine writes after the signal, is kept beside it (`crossing_to_record_ms`).
+  return of the call that sent the SIGKILL (SignalClock: the engine's
+  `send`, timed where the engine calls it). The time to the kill's record,
+  which the engine writes after the signal, is kept beside it
+  (`crossing_to_record_ms`).
 
 Per-process cost: each median divided by the processes in the namespace
 (µs per process), so the flatness over the counts shows. The table's memory:
@@ -311,17 +312,45 @@ def descriptor_room(count: int) -> str:
 
 
 class SignalClock:
-    """Engine hooks: when each signal's record was written (the engine
-    calls `after` once the record is out, after the signal)."""
+    """When the engine sent each signal, and when it wrote each record.
+
+    `sent`: (time, signal number) as each call of the engine's `send` that
+    delivered a signal returned; the call is timed where the engine makes
+    it, between `start()` and `stop()`. `recorded`: (time, event, fields)
+    from the engine's `after` hook, which runs once the record is out,
+    after the signal."""
 
     def __init__(self):
-        self.sent: list[tuple[float, str, dict]] = []
+        self.sent: list[tuple[float, int]] = []
+        self.recorded: list[tuple[float, str, dict]] = []
+        self._send = None
+
+    def start(self) -> None:
+        from oorkiller.act import engine
+        self._send = send = engine.send
+
+        def timed_send(target, signum):
+            result = send(target, signum)
+            if result == "sent":
+                self.sent.append((time.monotonic(), signum))
+            return result
+
+        engine.send = timed_send
+
+    def stop(self) -> None:
+        from oorkiller.act import engine
+        if self._send is not None:
+            engine.send, self._send = self._send, None
+
+    def first_kill(self, since: float = 0.0) -> float | None:
+        """When the first SIGKILL at or after `since` was sent."""
+        return next((t for t, signum in self.sent if signum == signal.SIGKILL and t >= since), None)
 
     def before(self, event, fields):
         pass
 
     def after(self, event, fields):
-        self.sent.append((time.monotonic(), event, dict(fields)))
+        self.recorded.append((time.monotonic(), event, dict(fields)))
 
 
 def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
@@ -332,8 +361,6 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
     from oorkiller.shields.base import Context
     from oorkiller.shields.memory import MemoryShield
     from oorkiller.judge.rules import RuleSet
-
-    import oorkiller.act.engine as engine_module
 
     results = []
     for _ in range(hogs):
@@ -354,20 +381,11 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
             return mem
 
         monitor.read = timed_read
-        killed_at: list[float] = []
-        original_send = engine_module.send
-
-        def timed_send(target, signum, original_send=original_send, killed_at=killed_at):
-            result = original_send(target, signum)
-            if signum == signal.SIGKILL and result == "sent":
-                killed_at.append(time.monotonic())
-            return result
-
-        engine_module.send = timed_send
         stopping = threading.Event()
         runner = Clock(monitor, executor, writer, stopping)
         runner.start()
         hog = None
+        clock.start()
         try:
             time.sleep(0.5)                         # warm ranking, as near a level
             # 1.75 GiB past the level: on this VM MemAvailable can rise by a
@@ -376,16 +394,17 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
             hog = started.helper("hog", 2560)
             died = _wait_exit(hog, 10)
             crossing = next((t for t, a in readings if a < kill), None)
-            records = [t for t, event, _ in clock.sent if event == "kill"]
+            killed_at = clock.first_kill()
+            recorded_at = next((t for t, event, _ in clock.recorded if event == "kill"), None)
             results.append({
                 "killed": died, "crossed": crossing is not None, "crossing_at": crossing,
-                "to_signal": (killed_at[0] - crossing) if killed_at and crossing else None,
-                "to_record": (records[0] - crossing) if records and crossing else None,
+                "to_signal": (killed_at - crossing) if killed_at and crossing else None,
+                "to_record": (recorded_at - crossing) if recorded_at and crossing else None,
                 "readings": len(readings), "kill_level": kill,
                 "lowest": min((a for _, a in readings), default=None),
-                "events": [event for _, event, _ in clock.sent]})
+                "events": [event for _, event, _ in clock.recorded]})
         finally:
-            engine_module.send = original_send
+            clock.stop()
             stopping.set()
             runner.stop()
             runner.join(2)

@@ -99,11 +99,13 @@ class TimedShield:
         self.thread = self.threads[0]
 
     def __enter__(self):
+        self.signals.start()
         for thread in self.threads:
             thread.start()
         return self
 
     def __exit__(self, *exc):
+        self.signals.stop()
         self.stopping.set()
         for thread in self.threads:
             thread.stop()
@@ -165,8 +167,7 @@ def phase(started: Started, loaded: bool, seconds: float) -> dict:
                     time.sleep(0.1)
                 deleted_in = time.monotonic() - since
             gaps = timed.gaps(since)
-            signalled = next((t for t, event, _ in timed.signals.sent if event == "kill" and t >= began),
-                             None)
+            signalled = timed.signals.first_kill(since=began)
     finally:
         started.close()
         if folder:
