@@ -271,6 +271,7 @@ class Clock:
 
     def start(self) -> None:
         for runner in self.runners:
+            self.engine.open_lanes(runner.shield.action_lanes)
             runner.thread.start()
         self.thread.start()
 

@@ -14,6 +14,10 @@ from oorkiller.shields.base import Shield, Step
 class Engine:
     def __init__(self):
         self.submitted = []
+        self.opened = []
+
+    def open_lanes(self, names):
+        self.opened.extend(names)
 
     def submit(self, decision):
         self.submitted.append(decision)
@@ -266,3 +270,41 @@ def test_a_gated_shield_released_from_a_stuck_clock_is_stepped_on_time_on_its_ow
     # gated before the hang; released, it is stepped within its interval, not its housekeeping
     assert during and during[0] - hang < 0.35, gated.steps
     assert not gated.overlapped
+
+
+def test_the_lane_of_a_shield_that_may_kill_is_open_before_its_first_step():
+    """A worker made at a lane's first decision would cost the first kill of
+    the daemon's life a thread's start, and a stack faulted in while memory
+    is short: the clock has the engine start it before the shield's first step."""
+    from oorkiller.act.engine import Engine as RealEngine
+    from oorkiller.record.writer import RecordWriter
+
+    class KillingShield(FakeShield):
+        action_lanes = ("memory",)
+
+    writer = RecordWriter(kmsg=False, stderr=False)
+    engine = RealEngine(writer)
+    seen = []
+    shield = KillingShield("memory")
+    first_step = shield.step
+
+    def step(now):
+        if not seen:
+            seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("oork-act")))
+        return first_step(now)
+
+    shield.step = step
+    stopping = threading.Event()
+    clock = Clock([shield, FakeShield("network")], engine, Writer(), stopping)
+    clock.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stopping.set()
+        clock.stop()
+        clock.join(2)
+        engine.stop()
+        writer.close()
+    assert seen == [["oork-act-memory"]], "one lane, the killing shield's, open before any step"

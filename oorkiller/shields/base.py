@@ -94,6 +94,7 @@ class Shield:
         return self.state != "acting" and sleep >= self.interval - CALM_SLACK
 
     housekeeping = HOUSEKEEPING
+    action_lanes: tuple = ()         # the engine's lanes its kills run on (opened before its first step)
 
     def calm_gates(self) -> list[tuple] | None:
         return None

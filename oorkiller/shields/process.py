@@ -35,6 +35,10 @@ class ProcessShield(Shield):
         self.cooldown_until = 0.0
 
     @property
+    def action_lanes(self) -> tuple:
+        return (self.name,)                   # the lane of its kills: their resource, its name
+
+    @property
     def table(self) -> ProcTable:
         """The process table, made on first use: a shield that only samples
         processes while a shortage holds (CPU, IO, disk writers) holds no
