@@ -11,6 +11,7 @@ from oorkiller.config import load_config_text
 from oorkiller.judge.decision import Cleanup, Escalate, Kill, Notice
 from oorkiller.judge.rules import RuleSet
 from oorkiller.shields.base import Context
+from oorkiller.shields.memory import MemoryShield
 
 GiB_KiB = 1 << 20      # a GiB, in the kB of /proc/meminfo
 
@@ -47,7 +48,6 @@ def memory_tree(tmp_path):
 
 
 def memory_shield(tree):
-    from oorkiller.shields.memory import MemoryShield
     return MemoryShield(context(tree, MEMORY))
 
 
@@ -128,6 +128,25 @@ def test_memory_below_kill_with_nothing_eligible_says_nothing_to_kill_once(memor
     assert isinstance(notice, Notice) and notice.event == "nothing-to-kill"
     assert "< kill level 2GiB" in notice.reason
     assert shield.step(0.01).decisions == [], "once per stretch, not per reading"
+    shield.close()
+
+
+def test_near_its_level_memory_keeps_its_candidates_judged_as_they_are_now(memory_tree):
+    """Near the term level the shield ranks again every WARM_REFRESH and reads
+    what a choice reads of each candidate (so that a crossing reads files the
+    kernel has already looked up): a candidate that took a protected name
+    meanwhile leaves the warm ranking before any crossing."""
+    from oorkiller.shields.memory import WARM_REFRESH
+    shield = MemoryShield(context(memory_tree, MEMORY + "rules:\n  - match: {name: sshd}\n    protect: true\n"))
+    set_available(memory_tree, 5)                   # 1 GiB above the term level: near it
+    assert shield.step(1.0).decisions == []
+    assert 100 in [p.pid for p in shield.warm]
+    memory_tree.set_stat(100, comm=b"sshd", utime=90000)
+    assert shield.step(1.0 + WARM_REFRESH).decisions == []
+    assert sorted(p.pid for p in shield.warm) == [200, 300], "sshd is protected now"
+    set_available(memory_tree, 3.5)
+    (kill,) = shield.step(1.0 + 2 * WARM_REFRESH).decisions
+    assert kill.leader.pid != 100
     shield.close()
 
 

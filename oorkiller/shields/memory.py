@@ -207,9 +207,15 @@ class MemoryShield(ProcessShield):
         return self.rejudge_renamed(self.table.entries())
 
     def _warm_up(self, now: float) -> None:
+        """Rank again, and read what a choice reads of each candidate now.
+        A process's /proc files cost more at their first read than after
+        (the kernel looks each one up once); read here, while memory is
+        still near the level, they are cheap at the crossing, where the
+        choice reads them again. Who vanished or became protected since
+        leaves the warm ranking."""
         if now - self.warm_at < WARM_REFRESH:
             return
-        self._rank()
+        self.warm = [proc for proc in self._rank() if self._fresh_facts(proc) is not None]
         self.warm_at = now
 
     def _rank(self) -> list:
@@ -243,6 +249,18 @@ class MemoryShield(ProcessShield):
             return 0, 0.0
         return max(now_points - sizes[0][1], 0), time.monotonic() - sizes[0][0]
 
+    def _fresh_facts(self, proc):
+        """(oom_score_adj, status) of proc read now, once the rules have
+        judged it again by its name now; None if it vanished since the
+        ranking or is no candidate now."""
+        try:
+            self.table.read_stat(proc)                # fresh name and CPU time
+            if not self.context.rules.rejudge(self.table, proc):
+                return None                           # it became protected
+            return self.table.read_oom_score_adj(proc), self.table.read_status(proc)
+        except OSError:
+            return None                               # vanished since the ranking
+
     def evaluate(self, ranked, need: int) -> list:
         """Candidates with score parts, reclaimable bytes, `enough` (the
         predicted MemAvailable without it back above the term level), work
@@ -251,14 +269,10 @@ class MemoryShield(ProcessShield):
         mem = self.reading
         point_bytes = ((mem.total + mem.swap_total) / 1000) if mem is not None else 0
         for proc in ranked:
-            try:
-                self.table.read_stat(proc)            # fresh name and CPU time
-                if not self.context.rules.rejudge(self.table, proc):
-                    continue                          # it became protected
-                adj = self.table.read_oom_score_adj(proc)
-                status = self.table.read_status(proc)
-            except OSError:
-                continue                              # vanished since the ranking
+            facts = self._fresh_facts(proc)
+            if facts is None:
+                continue
+            adj, status = facts
             kernel_points = proc.memory_score - proc.adjust   # share + oom_score_adj
             reclaim = status.vm_rss + status.vm_swap
             age = shares.age_of(proc, uptime)
