@@ -23,7 +23,8 @@ other (A B A B):
   -1000, never a victim) holds MemAvailable just under half for the whole
   namespace. nohang then SIGTERMs sleepers, one per decision;
 - oorkiller's crossing-to-signal: a MemoryShield on its own thread (as
-  daemon.Clock runs it), levels just under MemAvailable, a fast hog
+  daemon.Clock runs it; the engine judges the victim again before its
+  signal, as the daemon's does), levels just under MemAvailable, a fast hog
   crosses them; the time from the reading that saw the crossing to the
   return of the call that sent the SIGKILL (SignalClock: the engine's
   `send`, timed where the engine calls it). The time to the kill's record,
@@ -371,6 +372,7 @@ def crossing_to_signal(started: Started, hogs: int) -> list[dict]:
         clock = SignalClock()
         executor = Engine(writer, hooks=clock)
         context = Context(config=config, rules=RuleSet(config))
+        executor.rules = context.rules      # as the daemon: the victim judged again before its signal
         monitor = MemoryShield(context)
         readings: list[tuple[float, int]] = []
         original_read = monitor.read

@@ -76,6 +76,7 @@ class TimedShield:
         self.signals = SignalClock()
         self.executor = Engine(self.writer, hooks=self.signals)
         context = Context(config=config, rules=RuleSet(config))
+        self.executor.rules = context.rules   # as the daemon: the victim judged again before its signal
         self.monitor = MemoryShield(context)
         self.readings: list[float] = []
         self.asked: list[float] = []
