@@ -23,6 +23,10 @@ reaction. The machine is shared too: a run is tried again (at most 3 times
 in all) when MemAvailable moved by more than 256 MiB between the reading
 that set the level and the hog's start, or when it is not valid; a run
 still not valid at the last attempt is counted in `left_out`.
+The time to death (first sample below the level -> the hog gone) is split
+where the kernel generated the shield's first fatal signal to the hog
+(harness.SignalTrace, the same for both shields): crossing -> signal is
+the shield's reaction, signal -> gone the kernel's teardown of the hog.
 Fill rates: up to the crossing of the level, with the shield running
 (`hog_fill_gbps`), and as the hog itself measures filling 1 GiB with no
 shield running (`hog_own_fill_gbps`). /dev/kmsg is checked for kernel OOM
@@ -41,7 +45,7 @@ import time
 import yaml
 
 from bench import harness
-from bench.harness import GiB, MiB, MemSampler, Started, log, summary
+from bench.harness import GiB, MiB, MemSampler, SignalTrace, Started, log, summary
 
 HOG_CAP_MIB = 2560
 BELOW_START = GiB
@@ -49,6 +53,7 @@ OWN_FILL_MIB = 1024        # the hog's own fill rate is measured over this much
 HOGS = ("threads", "single")   # the main figure first
 DISTURBED = 256 * MiB      # MemAvailable moved this much before the hog: someone else did it
 ATTEMPTS = 3               # tries of a run that others disturbed
+HOG_COMM = "fasthog"       # both hogs' name (prctl), as the kernel's signal trace gives it
 
 
 def hog_threads() -> int:
@@ -144,11 +149,21 @@ def wait_death(pid: int, timeout: float) -> float | None:
         os.close(pidfd)
 
 
+def first_fatal_signal(trace: SignalTrace | None, since: float) -> tuple[float, int] | None:
+    """(time, signal) of the first SIGTERM or SIGKILL to a hog since `since`."""
+    if trace is None:
+        return None
+    return next(((at, signum) for at, signum, comm in trace.fatal_signals()
+                 if at >= since and comm == HOG_COMM), None)
+
+
 def one_run(started: Started, shield: str, kind: str = "single", threads: int = 1,
-            guard: bool = False) -> dict:
+            guard: bool = False, trace: SignalTrace | None = None) -> dict:
     """One hog against one shield. With `guard`, gives up before the hog
     ({"disturbed": bytes}) when MemAvailable moved by more than DISTURBED
-    since the level was set from it."""
+    since the level was set from it. With a `trace`, the shield's first
+    fatal signal to the hog splits the time to death: crossing -> signal
+    (the shield's) and signal -> gone (the kernel's)."""
     available = harness.mem_available()
     level = available - BELOW_START
     harness.check_safe(HOG_CAP_MIB * MiB)
@@ -160,6 +175,8 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
             moved = sampler.samples[-1][1] - available if sampler.samples else 0
             if guard and abs(moved) > DISTURBED:
                 return {"shield": shield, "hog": kind, "disturbed": moved}
+            if trace is not None:
+                trace.clear()
             began = time.monotonic()
             hog = start_hog(started, kind, HOG_CAP_MIB, threads)
             ready = time.monotonic()            # the hog starts touching now
@@ -184,6 +201,8 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
     # threads can delay the sampler, which then may miss the lowest point
     alive = [t for t, _ in samples if began <= t <= (died or began + 15) + 0.05]
     gap_max = max((b - a for a, b in zip(alive, alive[1:])), default=None)
+    signalled = first_fatal_signal(trace, began)
+    signal_at = signalled[0] if signalled and died and signalled[0] <= died else None
     trace = [(round(t - began, 4), a - level) for t, a in samples[::2] if t >= began - 0.1]
     return {
         "shield": shield, "hog": kind, "threads": threads if kind != "single" else 1,
@@ -191,6 +210,9 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
         "filled_after": (full_at - began) if full_at else None,
         "overshoot": (level - lowest) if lowest is not None else None,
         "to_death": (died - crossing) if died and crossing else None,
+        "to_signal": (signal_at - crossing) if signal_at and crossing else None,
+        "signal_to_death": (died - signal_at) if signal_at and died else None,
+        "signal": signalled[1] if signal_at else None,
         "crossing_after": (crossing - began) if crossing else None,
         "sample_period_median": summary(periods)["median"], "sample_gap_max": gap_max,
         "level": level,
@@ -199,7 +221,8 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
     }
 
 
-def attempt_run(started: Started, shield: str, kind: str, threads: int) -> dict:
+def attempt_run(started: Started, shield: str, kind: str, threads: int,
+                trace: SignalTrace | None = None) -> dict:
     """one_run, tried again (up to ATTEMPTS in all) when the machine's other
     users moved MemAvailable by more than DISTURBED between the level's
     reading and the hog's start, or when the run is not `valid`: the hog
@@ -208,7 +231,7 @@ def attempt_run(started: Started, shield: str, kind: str, threads: int) -> dict:
     whatever happens; the digest leaves out a run that is not valid."""
     for attempt in range(1, ATTEMPTS + 1):
         last = attempt == ATTEMPTS
-        result = one_run(started, shield, kind, threads, guard=not last)
+        result = one_run(started, shield, kind, threads, guard=not last, trace=trace)
         result["attempts"] = attempt
         if "disturbed" in result:
             log(f"fasthog {kind} {shield}: MemAvailable moved {result['disturbed'] / MiB:+.0f} MiB "
@@ -228,6 +251,7 @@ def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
     single-thread hog's, in every round)."""
     started = Started()
     since = harness.boot_usec()
+    trace = SignalTrace()
     results = []
     own: dict[str, list] = {kind: [] for kind in HOGS}
     try:
@@ -239,13 +263,14 @@ def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
         for pair in range(pairs):
             for kind in HOGS:
                 for shield in ("oorkiller", "earlyoom"):
-                    results.append(attempt_run(started, shield, kind, threads))
+                    results.append(attempt_run(started, shield, kind, threads, trace))
                     log(f"fasthog {kind} {shield} run {pair + 1}/{pairs}: "
                         f"overshoot {results[-1]['overshoot']} to_death {results[-1]['to_death']}"
                         f"{' (hog filled to its cap)' if results[-1]['filled'] else ''}")
                     time.sleep(1.0)      # memory back before the next run
     finally:
         started.close()
+        trace.close()
     return {"runs": results, "own_fill_gbps": own, "threads": threads,
             "kernel_oom_kills": harness.kernel_oom_kills_since(since)}
 
@@ -266,6 +291,9 @@ def digest_hog(runs: list[dict]) -> dict:
         out[shield] = {
             "overshoot_mib": summary([r["overshoot"] / MiB for r in counted if r["overshoot"] is not None]),
             "to_death_ms": summary([r["to_death"] * 1e3 for r in counted if r["to_death"] is not None]),
+            "to_signal_ms": summary([r["to_signal"] * 1e3 for r in counted if r.get("to_signal") is not None]),
+            "signal_to_death_ms": summary([r["signal_to_death"] * 1e3 for r in counted
+                                           if r.get("signal_to_death") is not None]),
             "killed": sum(r["killed"] for r in mine), "runs": len(mine),
             "filled": sum(r.get("filled", False) for r in mine),
             "left_out": len(mine) - len(counted),

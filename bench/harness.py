@@ -369,6 +369,76 @@ class Ballast:
         os.rmdir(self.dir)
 
 
+class SignalTrace:
+    """When the kernel generated each fatal signal (SIGTERM, SIGKILL), on
+    CLOCK_MONOTONIC: the `signal:signal_generate` trace event, in a tracing
+    instance of its own (the machine's own trace buffer is left alone), on a
+    tracefs mounted in this scenario's private mount namespace. It times any
+    shield's signal the same way, ours or a peer's, without asking either.
+    Only for use inside `in_pid_namespace`. Where tracefs or the event is
+    missing, `available` is False and `fatal_signals()` is empty."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="oorkiller-tracefs-")
+        self.instance = None
+        self.available = False
+        try:
+            subprocess.run(["mount", "-t", "tracefs", "nodev", self.dir], check=True,
+                           capture_output=True)
+            self.instance = os.path.join(self.dir, "instances", f"oorkiller-bench-{os.getpid()}")
+            os.mkdir(self.instance)
+            self._write("trace_clock", "mono")
+            self._write("events/signal/signal_generate/filter", "sig == 9 || sig == 15")
+            self._write("events/signal/signal_generate/enable", "1")
+            self.available = True
+        except (OSError, subprocess.CalledProcessError):
+            self.close()
+
+    def _write(self, name: str, text: str) -> None:
+        with open(os.path.join(self.instance, name), "w") as f:
+            f.write(text)
+
+    def clear(self) -> None:
+        if self.available:
+            self._write("trace", "")
+
+    def fatal_signals(self) -> list[tuple[float, int, str]]:
+        """(monotonic time, signal, target's comm) of each event since the
+        last `clear`, oldest first."""
+        if not self.available:
+            return []
+        found = []
+        with open(os.path.join(self.instance, "trace")) as f:
+            for line in f:
+                if "signal_generate:" not in line:
+                    continue
+                stamp = line.split("signal_generate:")[0].rstrip().rstrip(":").split()[-1]
+                fields = dict(item.split("=", 1) for item in line.split("signal_generate:")[1].split()
+                              if "=" in item)
+                try:
+                    found.append((float(stamp), int(fields["sig"]), fields.get("comm", "")))
+                except (ValueError, KeyError):
+                    continue
+        return found
+
+    def close(self) -> None:
+        if self.instance is not None and os.path.isdir(self.instance):
+            try:
+                self._write("events/signal/signal_generate/enable", "0")
+            except OSError:
+                pass
+            try:
+                os.rmdir(self.instance)
+            except OSError:
+                pass
+        subprocess.run(["umount", self.dir], check=False, capture_output=True)
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+        self.available = False
+
+
 class MemSampler:
     """A thread that reads MemAvailable every `period` seconds (≈1 kHz)."""
 

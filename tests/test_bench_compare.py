@@ -152,3 +152,29 @@ def test_the_worst_case_moved_by_the_kernels_teardown_is_listed_while_our_signal
     assert names(moved) == ["worstcase.to_death_load_over_idle"]
     flagged, _ = compare(with_worst_case(report(), 3.3, 14.0), before)
     assert names(flagged) == ["worstcase.to_death_load_over_idle"]
+
+
+def with_time_to_death(results, ours_ms, earlyoom_ms, signal_ms=None):
+    """The fast hog's time to death, ours against earlyoom's; with
+    `signal_ms`, ours split at our first fatal signal (crossing -> signal)."""
+    hog = results["fasthog"]
+    hog["oorkiller"]["to_death_ms"] = {"median": ours_ms, "q3": ours_ms}
+    if signal_ms is not None:
+        hog["oorkiller"]["to_signal_ms"] = {"median": signal_ms, "q3": signal_ms}
+    hog["ratios"]["to_death_oorkiller_over_earlyoom"] = ours_ms / earlyoom_ms
+    return results
+
+
+def test_a_hogs_time_to_death_moved_by_the_kernels_teardown_is_listed_while_our_signal_meets_its_target():
+    """Most of a fast hog's time to death is the kernel freeing it after the
+    signal; ours in it is crossing -> first fatal signal, held to the
+    crossing -> signal target, even against a report that could not split it."""
+    before = with_time_to_death(report(), 33.0, 120.0)
+    flagged, moved = compare(with_time_to_death(report(), 41.0, 107.0, signal_ms=1.6), before)
+    assert flagged == []
+    assert names(moved) == ["fasthog.to_death_oorkiller_over_earlyoom"]
+    assert "held to its target" in moved[0]
+    flagged, _ = compare(with_time_to_death(report(), 41.0, 107.0, signal_ms=12.0), before)
+    assert names(flagged) == ["fasthog.to_death_oorkiller_over_earlyoom"]
+    flagged, _ = compare(with_time_to_death(report(), 41.0, 107.0), before)
+    assert names(flagged) == ["fasthog.to_death_oorkiller_over_earlyoom"], "unsplit, ours got worse"
