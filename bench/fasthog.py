@@ -149,19 +149,19 @@ def wait_death(pid: int, timeout: float) -> float | None:
         os.close(pidfd)
 
 
-def first_fatal_signal(trace: SignalTrace | None, since: float) -> tuple[float, int] | None:
+def first_fatal_signal(signals: SignalTrace | None, since: float) -> tuple[float, int] | None:
     """(time, signal) of the first SIGTERM or SIGKILL to a hog since `since`."""
-    if trace is None:
+    if signals is None:
         return None
-    return next(((at, signum) for at, signum, comm in trace.fatal_signals()
+    return next(((at, signum) for at, signum, comm in signals.fatal_signals()
                  if at >= since and comm == HOG_COMM), None)
 
 
 def one_run(started: Started, shield: str, kind: str = "single", threads: int = 1,
-            guard: bool = False, trace: SignalTrace | None = None) -> dict:
+            guard: bool = False, signals: SignalTrace | None = None) -> dict:
     """One hog against one shield. With `guard`, gives up before the hog
     ({"disturbed": bytes}) when MemAvailable moved by more than DISTURBED
-    since the level was set from it. With a `trace`, the shield's first
+    since the level was set from it. With `signals`, the shield's first
     fatal signal to the hog splits the time to death: crossing -> signal
     (the shield's) and signal -> gone (the kernel's)."""
     available = harness.mem_available()
@@ -175,8 +175,8 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
             moved = sampler.samples[-1][1] - available if sampler.samples else 0
             if guard and abs(moved) > DISTURBED:
                 return {"shield": shield, "hog": kind, "disturbed": moved}
-            if trace is not None:
-                trace.clear()
+            if signals is not None:
+                signals.clear()
             began = time.monotonic()
             hog = start_hog(started, kind, HOG_CAP_MIB, threads)
             ready = time.monotonic()            # the hog starts touching now
@@ -201,7 +201,7 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
     # threads can delay the sampler, which then may miss the lowest point
     alive = [t for t, _ in samples if began <= t <= (died or began + 15) + 0.05]
     gap_max = max((b - a for a, b in zip(alive, alive[1:])), default=None)
-    signalled = first_fatal_signal(trace, began)
+    signalled = first_fatal_signal(signals, began)
     signal_at = signalled[0] if signalled and died and signalled[0] <= died else None
     trace = [(round(t - began, 4), a - level) for t, a in samples[::2] if t >= began - 0.1]
     return {
@@ -222,7 +222,7 @@ def one_run(started: Started, shield: str, kind: str = "single", threads: int = 
 
 
 def attempt_run(started: Started, shield: str, kind: str, threads: int,
-                trace: SignalTrace | None = None) -> dict:
+                signals: SignalTrace | None = None) -> dict:
     """one_run, tried again (up to ATTEMPTS in all) when the machine's other
     users moved MemAvailable by more than DISTURBED between the level's
     reading and the hog's start, or when the run is not `valid`: the hog
@@ -231,7 +231,7 @@ def attempt_run(started: Started, shield: str, kind: str, threads: int,
     whatever happens; the digest leaves out a run that is not valid."""
     for attempt in range(1, ATTEMPTS + 1):
         last = attempt == ATTEMPTS
-        result = one_run(started, shield, kind, threads, guard=not last, trace=trace)
+        result = one_run(started, shield, kind, threads, guard=not last, signals=signals)
         result["attempts"] = attempt
         if "disturbed" in result:
             log(f"fasthog {kind} {shield}: MemAvailable moved {result['disturbed'] / MiB:+.0f} MiB "
@@ -251,7 +251,7 @@ def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
     single-thread hog's, in every round)."""
     started = Started()
     since = harness.boot_usec()
-    trace = SignalTrace()
+    signals = SignalTrace()
     results = []
     own: dict[str, list] = {kind: [] for kind in HOGS}
     try:
@@ -263,14 +263,14 @@ def runs(pairs: int, threads: int, own_fills: int = 2) -> dict:
         for pair in range(pairs):
             for kind in HOGS:
                 for shield in ("oorkiller", "earlyoom"):
-                    results.append(attempt_run(started, shield, kind, threads, trace))
+                    results.append(attempt_run(started, shield, kind, threads, signals))
                     log(f"fasthog {kind} {shield} run {pair + 1}/{pairs}: "
                         f"overshoot {results[-1]['overshoot']} to_death {results[-1]['to_death']}"
                         f"{' (hog filled to its cap)' if results[-1]['filled'] else ''}")
                     time.sleep(1.0)      # memory back before the next run
     finally:
         started.close()
-        trace.close()
+        signals.close()
     return {"runs": results, "own_fill_gbps": own, "threads": threads,
             "kernel_oom_kills": harness.kernel_oom_kills_since(since)}
 

@@ -410,11 +410,12 @@ class SignalTrace:
         found = []
         with open(os.path.join(self.instance, "trace")) as f:
             for line in f:
-                if "signal_generate:" not in line:
+                # "  kill-123 [001] ..... 56091.193030: signal_generate: sig=9 ... comm=sleep pid=..."
+                head, found_event, tail = line.partition("signal_generate:")
+                if not found_event:
                     continue
-                stamp = line.split("signal_generate:")[0].rstrip().rstrip(":").split()[-1]
-                fields = dict(item.split("=", 1) for item in line.split("signal_generate:")[1].split()
-                              if "=" in item)
+                stamp = head.rstrip().rstrip(":").split()[-1]
+                fields = dict(item.split("=", 1) for item in tail.split() if "=" in item)
                 try:
                     found.append((float(stamp), int(fields["sig"]), fields.get("comm", "")))
                 except (ValueError, KeyError):

@@ -505,9 +505,6 @@ def compare(current: dict, previous: dict) -> tuple[list[str], list[str]]:
             if own_change <= REGRESSION:
                 moved.append(line)
                 continue
-            if "target" in ours and not shortfall(ours["target"], ours["median"]):
-                moved.append(line + f", ours absolute, {HELD_TO_TARGET} {ours['target']} (met)")
-                continue
             upper = ours_before.get("q3")
             if upper is not None and ours["median"] <= upper:
                 moved.append(line + f", {WITHIN_SPREAD} (upper quartile {upper:.4g})")
